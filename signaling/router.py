@@ -1,0 +1,319 @@
+"""The signaling server's sans-I/O core: the registry and the routing rules.
+
+The router never touches a socket, a clock or the event loop. The I/O layer
+(:mod:`signaling.server`) tells it about connections and frames and performs
+the actions it returns, in order. This keeps every rule testable without a
+network, and the rules in one place.
+
+Rules (codes are documented in the README):
+
+- Answer peers connect on ``/register`` and register an ID with Init (1).
+  A taken ID is refused with 409 and the first registration is kept.
+- Offer peers connect on ``/offer``; their first Offer (3) or Candidate (4)
+  binds their ``source`` ID to the connection so answers can be routed back.
+- Requests are forwarded as the original frame (never re-encoded) to the
+  target, and the sender is acknowledged with code 0 only once the frame has
+  been handed to the target's connection; otherwise it gets 404.
+- Responses (101-104) from peers are only logged, as in the Go demo.
+- Anything malformed is answered with 400 and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+
+from proto import Command, ProtocolError, Request, decode, encode_response
+
+log = logging.getLogger(__name__)
+
+ConnId = int
+Frame = bytes | str
+
+OK = 0
+BAD_REQUEST = 400
+FORBIDDEN = 403
+NOT_FOUND = 404
+CONFLICT = 409
+TOO_LARGE = 413
+
+DEFAULT_MAX_FRAME = 64 * 1024
+
+
+class Path(enum.Enum):
+    """The two endpoints of the Go demo."""
+
+    REGISTER = "/register"  # answer peers: wait to be called
+    OFFER = "/offer"  # offer peers: the callers
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``frame`` on ``conn`` (a reply; the frame type matches the client's)."""
+
+    conn: ConnId
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Relay ``frame`` verbatim to ``target``, then send ``ack`` to ``sender``.
+
+    If the target's connection turns out to be closed, the I/O layer calls
+    :meth:`Router.forward_failed` instead of sending ``ack``.
+    """
+
+    target: ConnId
+    frame: Frame
+    sender: ConnId
+    ack: Frame
+    reply: Command
+    target_id: str
+
+
+Action = Send | Forward
+
+
+@dataclass(slots=True)
+class _Conn:
+    path: Path
+    #: the registered (answer) or bound (offer) peer ID, once known
+    peer_id: str | None = None
+
+
+@dataclass
+class RouterStats:
+    frames: int = 0
+    forwarded: int = 0
+    errors: int = 0
+    by_code: dict[int, int] = field(default_factory=dict)
+
+
+_COMMAND_PREFIX = re.compile(rb'\s*\{\s*"command"\s*:\s*(\d{1,3})\D')
+
+
+def _peek_command(frame: Frame) -> Command | None:
+    """The command of a frame we refuse to parse (too large), if it shows early."""
+    head = frame[:32].encode() if isinstance(frame, str) else frame[:32]
+    match = _COMMAND_PREFIX.match(head)
+    if match is None:
+        return None
+    try:
+        return Command(int(match.group(1)))
+    except ValueError:
+        return None
+
+
+class _Replies:
+    """Response frames, cached for the constant ones (every ack is the same)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Command, int, str, bool], Frame] = {}
+
+    def get(self, command: Command, code: int, msg: str, text: bool) -> Frame:
+        key = (command, code, msg, text)
+        frame = self._cache.get(key)
+        if frame is None:
+            raw = encode_response(command, code, msg)
+            frame = raw.decode() if text else raw
+            if code == OK:  # only acks are worth caching; errors carry details
+                self._cache[key] = frame
+        return frame
+
+
+class Router:
+    """Registry of peers and routing of envelopes between their connections."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._conns: dict[ConnId, _Conn] = {}
+        self._answers: dict[str, ConnId] = {}
+        self._offers: dict[str, ConnId] = {}
+        self._replies = _Replies()
+        self.stats = RouterStats()
+
+    # -- connection life cycle -------------------------------------------
+
+    def connect(self, conn: ConnId, path: Path) -> None:
+        self._conns[conn] = _Conn(path)
+
+    def disconnect(self, conn: ConnId) -> None:
+        """Forget a closed connection and every ID registered through it."""
+        state = self._conns.pop(conn, None)
+        if state is None or state.peer_id is None:
+            return
+        registry = self._answers if state.path is Path.REGISTER else self._offers
+        if registry.get(state.peer_id) == conn:
+            del registry[state.peer_id]
+            log.info(
+                "%s peer %r left",
+                "answer" if state.path is Path.REGISTER else "offer",
+                state.peer_id,
+            )
+
+    # -- queries -----------------------------------------------------------
+
+    def answer_peers(self) -> list[str]:
+        return sorted(self._answers)
+
+    def offer_peers(self) -> list[str]:
+        return sorted(self._offers)
+
+    def peer_id(self, conn: ConnId) -> str | None:
+        state = self._conns.get(conn)
+        return None if state is None else state.peer_id
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    # -- frames ------------------------------------------------------------
+
+    def receive(self, conn: ConnId, frame: Frame) -> list[Action]:
+        """Handle one frame from ``conn``; return what to send, in order."""
+        state = self._conns[conn]
+        self.stats.frames += 1
+        text = isinstance(frame, str)
+        if len(frame) > self.max_frame:
+            command = _peek_command(frame)
+            return [
+                self._error(
+                    conn,
+                    command,
+                    TOO_LARGE,
+                    f"frame of {len(frame)} bytes exceeds the {self.max_frame}-byte limit",
+                    text,
+                )
+            ]
+        try:
+            envelope = decode(frame)
+        except ProtocolError as exc:
+            return [self._error(conn, exc.command, exc.code, str(exc), text)]
+        command = envelope.command
+        if not command.is_request:
+            response = envelope.response
+            log.debug(
+                "conn %s: response %d code=%d msg=%r", conn, command, response.code, response.msg
+            )
+            return []
+        request = envelope.request
+        if command is Command.INIT:
+            return [self._register(conn, state, request, text)]
+        return self._route(conn, state, command, request, frame, text)
+
+    def forward_failed(self, action: Forward) -> list[Action]:
+        """The target of ``action`` was closed before the frame reached it."""
+        self.disconnect(action.target)
+        return [
+            self._error(
+                action.sender,
+                action.reply,
+                NOT_FOUND,
+                f"peer {action.target_id!r} has gone",
+                isinstance(action.frame, str),
+            )
+        ]
+
+    # -- rules ---------------------------------------------------------------
+
+    def _register(self, conn: ConnId, state: _Conn, request: Request, text: bool) -> Send:
+        reply = Command.INIT_RESPONSE
+        if state.path is not Path.REGISTER:
+            return self._error(conn, reply, FORBIDDEN, "register on /register, not /offer", text)
+        peer_id = request.source
+        if not peer_id:
+            return self._error(conn, reply, BAD_REQUEST, "init needs a non-empty source ID", text)
+        if state.peer_id is not None and state.peer_id != peer_id:
+            return self._error(
+                conn,
+                reply,
+                CONFLICT,
+                f"this connection is already registered as {state.peer_id!r}",
+                text,
+            )
+        holder = self._answers.get(peer_id)
+        if holder is not None and holder != conn:
+            return self._error(conn, reply, CONFLICT, f"ID {peer_id!r} is already registered", text)
+        self._answers[peer_id] = conn
+        state.peer_id = peer_id
+        log.info("answer peer %r registered", peer_id)
+        return self._ok(conn, reply, text)
+
+    def _route(
+        self,
+        conn: ConnId,
+        state: _Conn,
+        command: Command,
+        request: Request,
+        frame: Frame,
+        text: bool,
+    ) -> list[Action]:
+        reply = command.response
+        source, target = request.source, request.target
+        if state.path is Path.REGISTER:
+            if command is Command.OFFER:
+                return [self._error(conn, reply, FORBIDDEN, "offers are sent on /offer", text)]
+            if state.peer_id is None:
+                return [self._error(conn, reply, FORBIDDEN, "register (command 1) first", text)]
+            if source != state.peer_id:
+                return [
+                    self._error(
+                        conn,
+                        reply,
+                        FORBIDDEN,
+                        f"source {source!r} is not this connection's ID {state.peer_id!r}",
+                        text,
+                    )
+                ]
+            registry, kind = self._offers, "offer"
+        else:
+            if command is Command.ANSWER:
+                return [self._error(conn, reply, FORBIDDEN, "answers are sent on /register", text)]
+            if not source:
+                return [
+                    self._error(conn, reply, BAD_REQUEST, "a non-empty source ID is needed", text)
+                ]
+            if state.peer_id is not None and source != state.peer_id:
+                return [
+                    self._error(
+                        conn,
+                        reply,
+                        FORBIDDEN,
+                        f"source {source!r} is not this connection's ID {state.peer_id!r}",
+                        text,
+                    )
+                ]
+            holder = self._offers.get(source)
+            if holder is not None and holder != conn:
+                return [
+                    self._error(conn, reply, CONFLICT, f"ID {source!r} is already in use", text)
+                ]
+            registry, kind = self._answers, "answer"
+        target_conn = registry.get(target)
+        if target_conn is None:
+            return [
+                self._error(
+                    conn, reply, NOT_FOUND, f"no {kind} peer is registered as {target!r}", text
+                )
+            ]
+        if state.path is Path.OFFER and state.peer_id is None:
+            state.peer_id = source
+            self._offers[source] = conn
+            log.info("offer peer %r calls %r", source, target)
+        self.stats.forwarded += 1
+        ack = self._ok(conn, reply, text).frame
+        return [Forward(target_conn, frame, conn, ack, reply, target)]
+
+    def _ok(self, conn: ConnId, command: Command, text: bool) -> Send:
+        self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1
+        return Send(conn, self._replies.get(command, OK, "ok", text))
+
+    def _error(
+        self, conn: ConnId, command: Command | None, code: int, msg: str, text: bool
+    ) -> Send:
+        self.stats.errors += 1
+        self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
+        log.info("conn %s: refusing with %d: %s", conn, code, msg)
+        reply = Command.ERROR if command is None else command.response
+        return Send(conn, self._replies.get(reply, code, msg, text))
