@@ -5,6 +5,7 @@ Pure and synchronous: no I/O, no asyncio. Everything malformed raises a
 """
 
 from proto.bodies import (
+    CANDIDATE_PREFIX,
     SessionDescription,
     decode_candidate,
     decode_description,
@@ -32,6 +33,7 @@ from proto.errors import (
 )
 
 __all__ = [
+    "CANDIDATE_PREFIX",
     "Command",
     "Envelope",
     "InvalidBase64",

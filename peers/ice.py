@@ -1,0 +1,93 @@
+"""ICE configuration: explicit servers only, and host candidates we choose.
+
+aiortc's ``RTCConfiguration()`` silently falls back to a public Google STUN
+server; we always pass an explicit (by default empty) list. aioice gathers
+every non-loopback address of the machine and never 127.0.0.1; with
+:func:`restrict_host_addresses` the caller picks the host addresses instead
+(tests use 127.0.0.1, so nothing leaves loopback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ipaddress
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from peers.errors import PeerError
+
+TransportPolicy = Literal["all", "relay"]
+
+# Which host addresses aioice may use in the current task (None = its default).
+_host_addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "rtc_signal_host_addresses", default=None
+)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = _host_addresses.get()
+    if chosen is None:
+        return _original_get_host_addresses(use_ipv4, use_ipv6)
+    return [addr for addr in chosen if (use_ipv4 and ":" not in addr) or (use_ipv6 and ":" in addr)]
+
+
+# aioice has no per-connection hook for this; the patch only changes
+# behaviour inside restrict_host_addresses(), and only for the calling task
+# (and tasks it starts), because the choice lives in a context variable.
+aioice.ice.get_host_addresses = _get_host_addresses
+
+
+@contextlib.contextmanager
+def restrict_host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
+    """Within this block (this task and its children), gather host candidates
+    only on ``addresses`` (None keeps aioice's default)."""
+    token = _host_addresses.set(None if addresses is None else tuple(addresses))
+    try:
+        yield
+    finally:
+        _host_addresses.reset(token)
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    """ICE servers and candidate policy of a peer. Nothing public by default."""
+
+    servers: tuple[str, ...] = ()
+    username: str | None = None
+    credential: str | None = None
+    transport_policy: TransportPolicy = "all"
+    #: restrict host candidates to these addresses (None = all but loopback)
+    host_addresses: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for url in self.servers:
+            scheme = url.split(":", 1)[0]
+            if scheme not in ("stun", "stuns", "turn", "turns") or ":" not in url:
+                raise PeerError(f"not an ICE server URL (stun:/turn:): {url!r}")
+        for addr in self.host_addresses or ():
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise PeerError(f"--host-address needs an IP address, got {addr!r}") from None
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        servers = [
+            RTCIceServer(urls=url, username=self.username, credential=self.credential)
+            if url.startswith("turn")
+            else RTCIceServer(urls=url)
+            for url in self.servers
+        ]
+        # Always an explicit list: an empty one means "no STUN/TURN at all".
+        policy = (
+            RTCIceTransportPolicy.RELAY
+            if self.transport_policy == "relay"
+            else RTCIceTransportPolicy.ALL
+        )
+        return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)

@@ -1,0 +1,326 @@
+"""Offer and answer peers: RTCPeerConnection set-up driven by signaling.
+
+- :func:`call` (offer side) connects to ``/offer``, sends our offer to a
+  target and yields a :class:`Call` once the data channel ``data`` is open.
+- :class:`AnswerPeer` registers on ``/register`` and serves successive (and
+  concurrent) callers, a fresh RTCPeerConnection per offer.
+
+Our descriptions carry complete candidates (aiortc gathers inside
+``setLocalDescription``); candidates trickled by other stacks (command 4,
+a bare ``candidate:`` line) are applied, and those arriving before the remote
+description are held and applied right after it (the Go demo drops them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from peers.channel import Channel
+from peers.errors import ConnectTimeout, PeerError, SignalingError
+from peers.ice import IceSettings, restrict_host_addresses
+from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
+from proto import (
+    CANDIDATE_PREFIX,
+    Command,
+    ProtocolError,
+    SessionDescription,
+    decode_candidate,
+    decode_description,
+)
+
+log = logging.getLogger(__name__)
+
+DATA_CHANNEL_LABEL = "data"
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Where to signal, how to do ICE, and how long to wait for a connection."""
+
+    signal_url: str = DEFAULT_SIGNAL_URL
+    ice: IceSettings = field(default_factory=IceSettings)
+    connect_timeout: float = 30.0
+
+
+def new_offer_id() -> str:
+    """A random offer-peer ID, so concurrent callers never collide."""
+    return f"offer-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Call:
+    """One established peer-to-peer connection and its data channel."""
+
+    channel: Channel
+    pc: RTCPeerConnection
+    local_id: str
+    remote_id: str
+
+
+class _Negotiation:
+    """The remote side of one RTCPeerConnection: description and candidates."""
+
+    def __init__(self, pc: RTCPeerConnection, remote_id: str) -> None:
+        self.pc = pc
+        self.remote_id = remote_id
+        self._early_candidates: list[bytes | None] = []
+        self.remote_set = False
+
+    async def set_remote(self, description: SessionDescription) -> None:
+        await self.pc.setRemoteDescription(
+            RTCSessionDescription(sdp=description.sdp, type=description.type)
+        )
+        self.remote_set = True
+        early, self._early_candidates = self._early_candidates, []
+        for body in early:
+            await self.add_candidate(body)
+
+    async def add_candidate(self, body: bytes | None) -> None:
+        """Apply a trickled candidate (or end-of-candidates for an empty body)."""
+        if not self.remote_set:
+            self._early_candidates.append(body)
+            return
+        try:
+            line = decode_candidate(body)
+            if line is None:
+                await self.pc.addIceCandidate(None)
+                return
+            candidate = candidate_from_sdp(line[len(CANDIDATE_PREFIX) :])
+        except (ProtocolError, ValueError, AssertionError, IndexError) as exc:
+            log.warning("ignoring a bad candidate from %r: %s", self.remote_id, exc)
+            return
+        # The Go peers and browsers send the bare line: mid 0 / index 0 implied.
+        candidate.sdpMid = "0"
+        candidate.sdpMLineIndex = 0
+        await self.pc.addIceCandidate(candidate)
+        log.debug("added remote candidate %s", line)
+
+    def state(self) -> str:
+        return (
+            f"signaling {self.pc.signalingState}, ICE {self.pc.iceConnectionState}, "
+            f"connection {self.pc.connectionState}"
+        )
+
+
+async def _wait_open(
+    channel: Channel,
+    negotiation: _Negotiation,
+    timeout: float,
+    watch: asyncio.Task[None] | None = None,
+) -> None:
+    """Wait for the channel to open; ConnectTimeout (with the ICE state) if it
+    does not in time, or the error of ``watch`` if that task ends first."""
+    opened = asyncio.ensure_future(channel.opened.wait())
+    waiters: set[asyncio.Future[Any]] = {opened}
+    if watch is not None:
+        waiters.add(watch)
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        opened.cancel()
+    if channel.opened.is_set():
+        return
+    if watch is not None and watch.done():
+        watch.result()  # raises what ended it
+        raise SignalingError("signaling ended before the data channel opened")
+    raise ConnectTimeout(
+        f"data channel to {negotiation.remote_id!r} did not open within {timeout:g} s "
+        f"({negotiation.state()})"
+    )
+
+
+def _description_body(pc: RTCPeerConnection) -> bytes:
+    local = pc.localDescription
+    return SessionDescription(type=local.type, sdp=local.sdp).to_json()
+
+
+@contextlib.asynccontextmanager
+async def call(config: PeerConfig, target: str, peer_id: str | None = None) -> AsyncIterator[Call]:
+    """Call the answer peer ``target``; yield the Call once the channel is open."""
+    peer_id = peer_id or new_offer_id()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.connect_timeout
+    with restrict_host_addresses(config.ice.host_addresses):
+        signaling = await SignalingClient.connect(
+            config.signal_url, "/offer", config.connect_timeout
+        )
+        pc = RTCPeerConnection(config.ice.rtc_configuration())
+        pump: asyncio.Task[None] | None = None
+        try:
+            channel = Channel(pc.createDataChannel(DATA_CHANNEL_LABEL))
+            await pc.setLocalDescription(await pc.createOffer())
+            await signaling.send_offer(peer_id, target, _description_body(pc))
+            log.info("offer sent to %r as %r", target, peer_id)
+            negotiation = _Negotiation(pc, target)
+            pump = asyncio.create_task(
+                _offer_side_pump(signaling, negotiation, peer_id, channel),
+                name="offer-signaling",
+            )
+            await _wait_open(channel, negotiation, max(0.0, deadline - loop.time()), pump)
+            log.info("data channel open with %r", target)
+            yield Call(channel, pc, peer_id, target)
+        finally:
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, PeerError):
+                    await pump
+            await pc.close()
+            await signaling.close()
+
+
+async def _offer_side_pump(
+    signaling: SignalingClient, negotiation: _Negotiation, peer_id: str, channel: Channel
+) -> None:
+    """Apply the answer and trickled candidates as the server forwards them."""
+    try:
+        async for envelope in signaling.requests():
+            request = envelope.request
+            if request.target != peer_id:
+                log.warning("ignoring %s addressed to %r", envelope.command.name, request.target)
+                continue
+            await signaling.acknowledge(envelope.command)
+            if envelope.command is Command.ANSWER and not negotiation.remote_set:
+                description = decode_description(request.body, Command.ANSWER, "answer")
+                await negotiation.set_remote(description)
+                log.info("answer from %r applied", request.source)
+            elif envelope.command is Command.CANDIDATE:
+                await negotiation.add_candidate(request.body)
+            else:
+                log.warning("ignoring unexpected %s from %r", envelope.command.name, request.source)
+    except (PeerError, ProtocolError) as exc:
+        if not channel.opened.is_set():
+            raise  # fatal before the channel opened: _wait_open reports it
+        log.info("signaling ended after the call was set up: %s", exc)
+
+
+CallHandler = Callable[[Call], Awaitable[None]]
+
+
+class AnswerPeer:
+    """An answer peer: registers ``peer_id`` and serves every caller."""
+
+    def __init__(self, config: PeerConfig, peer_id: str) -> None:
+        self.config = config
+        self.peer_id = peer_id
+        self._calls: dict[str, tuple[_Negotiation, asyncio.Task[None]]] = {}
+        self._registered = asyncio.Event()
+
+    async def wait_registered(self, timeout: float) -> None:
+        await asyncio.wait_for(self._registered.wait(), timeout)
+
+    async def serve(self, handler: CallHandler, max_calls: int | None = None) -> None:
+        """Serve callers until cancelled (or until ``max_calls`` calls have ended).
+
+        With ``max_calls``, a failed call raises its error; without it, failed
+        calls are logged and serving goes on.
+        """
+        with restrict_host_addresses(self.config.ice.host_addresses):
+            signaling = await SignalingClient.connect(
+                self.config.signal_url, "/register", self.config.connect_timeout
+            )
+            async with signaling:
+                await signaling.register(self.peer_id)
+                log.info("registered as %r on %s", self.peer_id, signaling.url)
+                self._registered.set()
+                finished: asyncio.Queue[BaseException | None] = asyncio.Queue()
+                async with asyncio.TaskGroup() as tasks:
+                    listener = tasks.create_task(
+                        self._listen(signaling, handler, tasks, finished, max_calls)
+                    )
+                    ended = 0
+                    while max_calls is None or ended < max_calls:
+                        error = await finished.get()
+                        ended += 1
+                        if error is not None and max_calls is not None:
+                            listener.cancel()
+                            raise error
+                    listener.cancel()
+
+    async def _listen(
+        self,
+        signaling: SignalingClient,
+        handler: CallHandler,
+        tasks: asyncio.TaskGroup,
+        finished: asyncio.Queue[BaseException | None],
+        max_calls: int | None,
+    ) -> None:
+        started = 0
+        async for envelope in signaling.requests():
+            request = envelope.request
+            caller = request.source
+            await signaling.acknowledge(envelope.command)
+            if envelope.command is Command.OFFER:
+                if max_calls is not None and started >= max_calls:
+                    log.info("not taking a call from %r: already served %d", caller, started)
+                    continue
+                try:
+                    description = decode_description(request.body, Command.OFFER, "offer")
+                except ProtocolError as exc:
+                    log.warning("bad offer from %r: %s", caller, exc)
+                    continue
+                previous = self._calls.pop(caller, None)
+                if previous is not None:
+                    previous[1].cancel()  # a caller that calls again starts afresh
+                pc = RTCPeerConnection(self.config.ice.rtc_configuration())
+                negotiation = _Negotiation(pc, caller)
+                started += 1
+                task = tasks.create_task(
+                    self._serve_call(signaling, negotiation, description, handler, finished),
+                    name=f"call-from-{caller}",
+                )
+                self._calls[caller] = (negotiation, task)
+            elif envelope.command is Command.CANDIDATE:
+                entry = self._calls.get(caller)
+                if entry is None:
+                    log.warning("candidate from %r, who is not calling", caller)
+                else:
+                    await entry[0].add_candidate(request.body)
+            else:
+                log.warning("ignoring unexpected %s from %r", envelope.command.name, caller)
+
+    async def _serve_call(
+        self,
+        signaling: SignalingClient,
+        negotiation: _Negotiation,
+        offer: SessionDescription,
+        handler: CallHandler,
+        finished: asyncio.Queue[BaseException | None],
+    ) -> None:
+        pc, caller = negotiation.pc, negotiation.remote_id
+        error: BaseException | None = None
+        try:
+            channels: asyncio.Queue[Channel] = asyncio.Queue()
+            pc.on("datachannel", lambda dc: channels.put_nowait(Channel(dc)))
+            await negotiation.set_remote(offer)
+            await pc.setLocalDescription(await pc.createAnswer())
+            await signaling.send_answer(self.peer_id, caller, _description_body(pc))
+            log.info("answered %r", caller)
+            deadline = asyncio.get_running_loop().time() + self.config.connect_timeout
+            try:
+                channel = await asyncio.wait_for(channels.get(), self.config.connect_timeout)
+            except TimeoutError:
+                raise ConnectTimeout(
+                    f"no data channel from {caller!r} within "
+                    f"{self.config.connect_timeout:g} s ({negotiation.state()})"
+                ) from None
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            await _wait_open(channel, negotiation, remaining)
+            log.info("data channel open with %r", caller)
+            await handler(Call(channel, pc, self.peer_id, caller))
+        except (PeerError, ProtocolError) as exc:
+            log.warning("call from %r failed: %s", caller, exc)
+            error = exc
+        finally:
+            if self._calls.get(caller, (None, None))[1] is asyncio.current_task():
+                del self._calls[caller]
+            await pc.close()
+            finished.put_nowait(error)

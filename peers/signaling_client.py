@@ -1,0 +1,200 @@
+"""A typed client of the signaling protocol, over one WebSocket connection.
+
+Requests forwarded to us (Offer, Answer, Candidate) come out of
+:meth:`SignalingClient.requests`; responses to what we sent are matched to
+the waiting :meth:`SignalingClient.request` call in order, per command (the
+server answers each connection's requests in order). Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from peers.errors import IdTaken, Refused, SignalingError, UnknownTarget
+from proto import (
+    Command,
+    Envelope,
+    ProtocolError,
+    Response,
+    decode,
+    encode_request,
+    encode_response,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNAL_URL = "ws://127.0.0.1:18080"
+#: How long to wait for the server's response to one of our requests.
+RESPONSE_TIMEOUT = 10.0
+# Server codes that mean "unknown target" / "ID taken" (Go's server says 1).
+_NOT_FOUND_CODES = {1, 404}
+_CONFLICT_CODES = {409}
+
+
+class SignalingClient:
+    """One connection to the signaling server, on ``/register`` or ``/offer``."""
+
+    def __init__(self, ws: ClientConnection, url: str) -> None:
+        self._ws = ws
+        self.url = url
+        self._pending: dict[Command, collections.deque[asyncio.Future[Response]]] = (
+            collections.defaultdict(collections.deque)
+        )
+        self._requests: asyncio.Queue[Envelope | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(), name=f"signaling-reader {url}")
+        self.closed_reason: str | None = None
+
+    @classmethod
+    async def connect(cls, base_url: str, path: str, timeout: float) -> SignalingClient:
+        """Connect to ``base_url`` + ``path``; SignalingError if unreachable."""
+        url = base_url.rstrip("/") + path
+        try:
+            ws = await asyncio.wait_for(
+                connect(url, open_timeout=None, compression=None, max_size=1 << 20),
+                timeout,
+            )
+        except TimeoutError:
+            raise SignalingError(
+                f"signaling server {base_url} did not answer within {timeout:g} s"
+            ) from None
+        except InvalidURI as exc:
+            raise SignalingError(f"bad signaling URL {base_url!r}: {exc}") from None
+        except (OSError, InvalidHandshake) as exc:
+            raise SignalingError(f"cannot reach signaling server {base_url}: {exc}") from None
+        log.info("connected to %s", url)
+        return cls(ws, url)
+
+    async def __aenter__(self) -> SignalingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    # -- sending -------------------------------------------------------------
+
+    async def request(
+        self,
+        command: Command,
+        source: str,
+        target: str,
+        body: bytes | None,
+        timeout: float = RESPONSE_TIMEOUT,
+    ) -> Response:
+        """Send a request and wait for the server's response to it."""
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        queue = self._pending[command.response]
+        queue.append(waiter)
+        try:
+            await self._send(encode_request(command, source, target, body))
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise SignalingError(
+                f"no response to {command.name.lower()} within {timeout:g} s"
+            ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                queue.remove(waiter)
+
+    async def register(self, peer_id: str) -> None:
+        """Register as an answer peer (command 1); IdTaken if the ID is in use."""
+        response = await self.request(Command.INIT, peer_id, "", None)
+        if response.code in _CONFLICT_CODES:
+            raise IdTaken(f"registration of {peer_id!r}", response.code, response.msg)
+        if not response.ok:
+            raise Refused(f"registration of {peer_id!r}", response.code, response.msg)
+
+    async def send_offer(self, source: str, target: str, body: bytes) -> None:
+        response = await self.request(Command.OFFER, source, target, body)
+        if response.code in _NOT_FOUND_CODES:
+            raise UnknownTarget(f"call to {target!r}", response.code, response.msg)
+        if not response.ok:
+            raise Refused(f"call to {target!r}", response.code, response.msg)
+
+    async def send_answer(self, source: str, target: str, body: bytes) -> None:
+        response = await self.request(Command.ANSWER, source, target, body)
+        if not response.ok:
+            raise Refused(f"answer to {target!r}", response.code, response.msg)
+
+    async def send_candidate(self, source: str, target: str, body: bytes) -> None:
+        response = await self.request(Command.CANDIDATE, source, target, body)
+        if not response.ok:
+            raise Refused(f"candidate for {target!r}", response.code, response.msg)
+
+    async def acknowledge(self, request_command: Command) -> None:
+        """Answer a forwarded request with code 0, as the Go peers do."""
+        await self._send(encode_response(request_command.response, 0, "ok"))
+
+    async def _send(self, frame: bytes) -> None:
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed:
+            raise SignalingError(self._closed_message()) from None
+
+    # -- receiving -----------------------------------------------------------
+
+    async def requests(self) -> AsyncIterator[Envelope]:
+        """Requests the server forwards to us, until the connection closes.
+
+        Ends with SignalingError if the server closed the connection.
+        """
+        while True:
+            envelope = await self._requests.get()
+            if envelope is None:
+                raise SignalingError(self._closed_message())
+            yield envelope
+
+    def _closed_message(self) -> str:
+        return f"signaling server closed the connection ({self.closed_reason or 'closed'})"
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self._ws:
+                self._dispatch(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            code, reason = self._ws.close_code, self._ws.close_reason
+            self.closed_reason = f"close code {code}" + (f": {reason}" if reason else "")
+            self._requests.put_nowait(None)
+            error = SignalingError(self._closed_message())
+            for queue in self._pending.values():
+                for waiter in queue:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+
+    def _dispatch(self, frame: bytes | str) -> None:
+        try:
+            envelope = decode(frame)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed frame from the server: %s", exc)
+            return
+        if envelope.command.is_request:
+            self._requests.put_nowait(envelope)
+            return
+        response = envelope.response
+        queue = self._pending.get(envelope.command)
+        if envelope.command is Command.ERROR or not queue:
+            log.warning("server says %d: %s", response.code, response.msg)
+            return
+        waiter = queue.popleft()
+        if not waiter.done():
+            waiter.set_result(response)
