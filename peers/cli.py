@@ -161,3 +161,7 @@ def offer(target: str, peer_id: str | None, **opts: Any) -> None:
             await timer(c.channel, "offer", interval, count, _echo)
 
     _run(run(), opts["log_level"])
+
+
+if __name__ == "__main__":
+    main()

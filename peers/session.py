@@ -116,9 +116,11 @@ async def _wait_open(
     negotiation: _Negotiation,
     timeout: float,
     watch: asyncio.Task[None] | None = None,
+    configured: float | None = None,
 ) -> None:
     """Wait for the channel to open; ConnectTimeout (with the ICE state) if it
-    does not in time, or the error of ``watch`` if that task ends first."""
+    does not in time, or the error of ``watch`` if that task ends first.
+    ``configured`` is the user's timeout, for the message."""
     opened = asyncio.ensure_future(channel.opened.wait())
     waiters: set[asyncio.Future[Any]] = {opened}
     if watch is not None:
@@ -133,7 +135,8 @@ async def _wait_open(
         watch.result()  # raises what ended it
         raise SignalingError("signaling ended before the data channel opened")
     raise ConnectTimeout(
-        f"data channel to {negotiation.remote_id!r} did not open within {timeout:g} s "
+        f"data channel to {negotiation.remote_id!r} did not open within "
+        f"{configured or timeout:g} s "
         f"({negotiation.state()})"
     )
 
@@ -165,7 +168,8 @@ async def call(config: PeerConfig, target: str, peer_id: str | None = None) -> A
                 _offer_side_pump(signaling, negotiation, peer_id, channel),
                 name="offer-signaling",
             )
-            await _wait_open(channel, negotiation, max(0.0, deadline - loop.time()), pump)
+            remaining = max(0.0, deadline - loop.time())
+            await _wait_open(channel, negotiation, remaining, pump, config.connect_timeout)
             log.info("data channel open with %r", target)
             yield Call(channel, pc, peer_id, target)
         finally:
@@ -313,7 +317,7 @@ class AnswerPeer:
                     f"{self.config.connect_timeout:g} s ({negotiation.state()})"
                 ) from None
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            await _wait_open(channel, negotiation, remaining)
+            await _wait_open(channel, negotiation, remaining, None, self.config.connect_timeout)
             log.info("data channel open with %r", caller)
             await handler(Call(channel, pc, self.peer_id, caller))
         except (PeerError, ProtocolError) as exc:

@@ -88,3 +88,7 @@ def serve(
         asyncio.run(run_server(config, on_ready=lambda url: click.echo(f"listening on {url}")))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Helpers to run rtc-signal and rtc-peer as real subprocesses on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+PEER = [sys.executable, "-m", "peers.cli"]
+SERVER = [sys.executable, "-m", "signaling.cli"]
+LOOPBACK = ["--host-address", "127.0.0.1"]
+FAST = ["--interval", "0.2", "--count", "5"]
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line for line in self.stdout.splitlines() if line.startswith(prefix)]
+
+
+def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``rtc-signal serve --port 0``; return the process and its ws:// URL."""
+    proc = subprocess.Popen(
+        [*SERVER, "serve", "--port", "0", "--log-level", "info", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 15
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("listening on "):
+            return proc, line.split()[-1]
+        if proc.poll() is not None:
+            break
+    stop(proc)
+    raise RuntimeError(
+        f"rtc-signal did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+    )
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10) -> Finished:
+    """Signal ``proc`` if still running and collect its output (bounded wait)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=5)
+    return Finished(proc.returncode, out or "", err or "")
+
+
+@contextlib.contextmanager
+def server(*extra: str) -> Iterator[str]:
+    proc, url = start_server(*extra)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def start_peer(role: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*PEER, role, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait(proc: subprocess.Popen[str], timeout: float = 30) -> Finished:
+    """Wait for a peer to exit by itself (killed, and the test fails, on timeout)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=5)
+        raise AssertionError(f"process did not exit within {timeout} s:\n{out}\n{err}") from None
+    return Finished(proc.returncode, out, err)
+
+
+def run_peer(
+    role: str, *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> Finished:
+    return wait(start_peer(role, *args, env=env), timeout)
+
+
+def wait_registered(url: str, peer_id: str, timeout: float = 15) -> None:
+    """Poll until an answer peer registered ``peer_id`` (a probe offer gets 103 != 404)."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    import proto
+
+    async def probe() -> bool:
+        async with connect(url + "/offer") as ws:
+            await ws.send(proto.encode_request(proto.Command.CANDIDATE, "probe", peer_id, b""))
+            reply = proto.decode(await asyncio.wait_for(ws.recv(), 5))
+            return reply.response.code != 404
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(probe()):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{peer_id!r} never registered")
