@@ -114,10 +114,25 @@ def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
     try:
         asyncio.run(main)
     except PeerError as exc:
-        click.echo(f"rtc-peer: error: {exc}", err=True)
-        sys.exit(1)
+        _fail(exc)
+    except BaseExceptionGroup as group:  # raised through a TaskGroup
+        expected = group.subgroup(PeerError)
+        if expected is None:
+            raise
+        _fail(_first_leaf(expected))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _first_leaf(group: BaseExceptionGroup[PeerError]) -> PeerError:
+    first = group.exceptions[0]
+    return first if isinstance(first, PeerError) else _first_leaf(first)  # nested group
+
+
+def _fail(exc: PeerError) -> None:
+    """One clear line on stderr and exit status 1."""
+    click.echo(f"rtc-peer: error: {exc}", err=True)
+    sys.exit(1)
 
 
 def _echo(line: str) -> None:
@@ -141,8 +156,13 @@ def answer(peer_id: str, **opts: Any) -> None:
     async def on_call(c: Call) -> None:
         await timer(c.channel, "answer", interval, count, _echo)
 
+    def on_registered(url: str) -> None:
+        # A status line, on stderr so that stdout carries only messages.
+        click.echo(f"rtc-peer: registered as {peer_id!r} on {url}, waiting for callers", err=True)
+
     async def serve() -> None:
-        await AnswerPeer(config, peer_id).serve(on_call, max_calls=1 if count else None)
+        peer = AnswerPeer(config, peer_id, on_registered)
+        await peer.serve(on_call, max_calls=1 if count else None)
 
     _run(serve(), opts["log_level"])
 

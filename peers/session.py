@@ -19,7 +19,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -207,14 +207,23 @@ async def _offer_side_pump(
 
 
 CallHandler = Callable[[Call], Awaitable[None]]
+#: what AnswerPeer.serve follows: a call ended (with its error, if any), or
+#: the signaling connection was lost
+_Event = tuple[Literal["call-ended", "signaling-lost"], BaseException | None]
 
 
 class AnswerPeer:
     """An answer peer: registers ``peer_id`` and serves every caller."""
 
-    def __init__(self, config: PeerConfig, peer_id: str) -> None:
+    def __init__(
+        self,
+        config: PeerConfig,
+        peer_id: str,
+        on_registered: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config
         self.peer_id = peer_id
+        self.on_registered = on_registered
         self._calls: dict[str, tuple[_Negotiation, asyncio.Task[None]]] = {}
         self._registered = asyncio.Event()
 
@@ -225,7 +234,9 @@ class AnswerPeer:
         """Serve callers until cancelled (or until ``max_calls`` calls have ended).
 
         With ``max_calls``, a failed call raises its error; without it, failed
-        calls are logged and serving goes on.
+        calls are logged and serving goes on. If the signaling connection is
+        lost, calls in progress (peer to peer, they don't need it) are finished
+        and then SignalingError is raised.
         """
         with restrict_host_addresses(self.config.ice.host_addresses):
             signaling = await SignalingClient.connect(
@@ -235,26 +246,58 @@ class AnswerPeer:
                 await signaling.register(self.peer_id)
                 log.info("registered as %r on %s", self.peer_id, signaling.url)
                 self._registered.set()
-                finished: asyncio.Queue[BaseException | None] = asyncio.Queue()
+                if self.on_registered is not None:
+                    self.on_registered(signaling.url)
+                events: asyncio.Queue[_Event] = asyncio.Queue()
+                failure: BaseException | None = None
                 async with asyncio.TaskGroup() as tasks:
                     listener = tasks.create_task(
-                        self._listen(signaling, handler, tasks, finished, max_calls)
+                        self._listen(signaling, handler, tasks, events, max_calls)
                     )
-                    ended = 0
-                    while max_calls is None or ended < max_calls:
-                        error = await finished.get()
-                        ended += 1
-                        if error is not None and max_calls is not None:
-                            listener.cancel()
-                            raise error
+                    failure = await self._until_done(events, max_calls)
                     listener.cancel()
+                    for _, task in self._calls.values():
+                        task.cancel()
+                if failure is not None:
+                    raise failure
+
+    async def _until_done(
+        self, events: asyncio.Queue[_Event], max_calls: int | None
+    ) -> BaseException | None:
+        """Follow calls ending and signaling loss; return the error to raise."""
+        ended = 0
+        signaling_lost: BaseException | None = None
+        while max_calls is None or ended < max_calls:
+            kind, error = await events.get()
+            if kind == "call-ended":
+                ended += 1
+                if error is not None and max_calls is not None:
+                    return error
+            else:
+                signaling_lost = error
+            if signaling_lost is not None and not self._calls:
+                return signaling_lost
+        return None
 
     async def _listen(
         self,
         signaling: SignalingClient,
         handler: CallHandler,
         tasks: asyncio.TaskGroup,
-        finished: asyncio.Queue[BaseException | None],
+        events: asyncio.Queue[_Event],
+        max_calls: int | None,
+    ) -> None:
+        try:
+            await self._dispatch_requests(signaling, handler, tasks, events, max_calls)
+        except SignalingError as exc:
+            events.put_nowait(("signaling-lost", exc))
+
+    async def _dispatch_requests(
+        self,
+        signaling: SignalingClient,
+        handler: CallHandler,
+        tasks: asyncio.TaskGroup,
+        events: asyncio.Queue[_Event],
         max_calls: int | None,
     ) -> None:
         started = 0
@@ -278,7 +321,7 @@ class AnswerPeer:
                 negotiation = _Negotiation(pc, caller)
                 started += 1
                 task = tasks.create_task(
-                    self._serve_call(signaling, negotiation, description, handler, finished),
+                    self._serve_call(signaling, negotiation, description, handler, events),
                     name=f"call-from-{caller}",
                 )
                 self._calls[caller] = (negotiation, task)
@@ -297,7 +340,7 @@ class AnswerPeer:
         negotiation: _Negotiation,
         offer: SessionDescription,
         handler: CallHandler,
-        finished: asyncio.Queue[BaseException | None],
+        events: asyncio.Queue[_Event],
     ) -> None:
         pc, caller = negotiation.pc, negotiation.remote_id
         error: BaseException | None = None
@@ -327,4 +370,4 @@ class AnswerPeer:
             if self._calls.get(caller, (None, None))[1] is asyncio.current_task():
                 del self._calls[caller]
             await pc.close()
-            finished.put_nowait(error)
+            events.put_nowait(("call-ended", error))

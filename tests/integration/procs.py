@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -59,7 +60,8 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=5)
-    return Finished(proc.returncode, out or "", err or "")
+    early = "".join(_early_stderr.pop(proc.pid, []))
+    return Finished(proc.returncode, out or "", early + (err or ""))
 
 
 @contextlib.contextmanager
@@ -89,7 +91,7 @@ def wait(proc: subprocess.Popen[str], timeout: float = 30) -> Finished:
         proc.kill()
         out, err = proc.communicate(timeout=5)
         raise AssertionError(f"process did not exit within {timeout} s:\n{out}\n{err}") from None
-    return Finished(proc.returncode, out, err)
+    return Finished(proc.returncode, out, "".join(_early_stderr.pop(proc.pid, [])) + err)
 
 
 def run_peer(
@@ -98,23 +100,23 @@ def run_peer(
     return wait(start_peer(role, *args, env=env), timeout)
 
 
-def wait_registered(url: str, peer_id: str, timeout: float = 15) -> None:
-    """Poll until an answer peer registered ``peer_id`` (a probe offer gets 103 != 404)."""
-    import asyncio
+_early_stderr: dict[int, list[str]] = {}
 
-    from websockets.asyncio.client import connect
 
-    import proto
-
-    async def probe() -> bool:
-        async with connect(url + "/offer") as ws:
-            await ws.send(proto.encode_request(proto.Command.CANDIDATE, "probe", peer_id, b""))
-            reply = proto.decode(await asyncio.wait_for(ws.recv(), 5))
-            return reply.response.code != 404
-
+def wait_registered(proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    """Wait until an `rtc-peer answer` process says it registered (on stderr)."""
+    assert proc.stderr is not None
+    seen = _early_stderr.setdefault(proc.pid, [])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if asyncio.run(probe()):
+        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("rtc-peer: registered as"):
             return
-        time.sleep(0.1)
-    raise AssertionError(f"{peer_id!r} never registered")
+    proc.kill()
+    raise AssertionError("answer peer did not register:\n" + "".join(seen))

@@ -21,7 +21,7 @@ def test_offer_and_answer_exchange_five_messages_and_exit_zero() -> None:
     """Both peers send and receive 5 timer messages, in order, then exit 0."""
     with server() as url:
         answer = start_peer("answer", "--id", "a1", "--signal", url, *LOOPBACK, *FAST)
-        wait_registered(url, "a1")
+        wait_registered(answer)
         offer = run_peer("offer", "--target", "a1", "--signal", url, *LOOPBACK, *FAST)
         answered = wait(answer)
     assert offer.returncode == 0, offer.stderr
@@ -37,7 +37,7 @@ def test_signal_url_is_taken_from_the_environment() -> None:
     with server() as url:
         env = {"RTC_SIGNAL_URL": url}
         answer = start_peer("answer", "--id", "env", *LOOPBACK, *FAST, env=env)
-        wait_registered(url, "env")
+        wait_registered(answer)
         offer = run_peer("offer", "--target", "env", *LOOPBACK, *FAST, env=env)
         answered = wait(answer)
     assert (offer.returncode, answered.returncode) == (0, 0), offer.stderr + answered.stderr
@@ -51,7 +51,7 @@ def test_answer_peer_serves_two_callers_in_turn() -> None:
         answer = start_peer(
             "answer", "--id", "hub", "--signal", url, *LOOPBACK, "--interval", "0.2"
         )
-        wait_registered(url, "hub")
+        wait_registered(answer)
         first = run_peer(
             "offer",
             "--target",
@@ -112,7 +112,7 @@ def test_taken_id_is_one_clear_error_line() -> None:
     """A second answer peer with a taken ID exits 1; the first keeps its ID."""
     with server() as url:
         first = start_peer("answer", "--id", "dup", "--signal", url, *LOOPBACK, *FAST)
-        wait_registered(url, "dup")
+        wait_registered(first)
         second = run_peer("answer", "--id", "dup", "--signal", url, *LOOPBACK)
         assert second.returncode == 1
         assert "already registered" in second.stderr.strip().splitlines()[-1]
@@ -142,18 +142,20 @@ def test_connect_timeout_is_one_clear_error_line() -> None:
 
     with server() as url:
         stop_silent = threading.Event()
+        registered = threading.Event()
 
         async def silent_answer_peer() -> None:
             # Registers, then never answers any offer.
             async with connect(url + "/register") as ws:
                 await ws.send(proto.encode_request(proto.Command.INIT, "silent", ""))
                 await asyncio.wait_for(ws.recv(), 5)
+                registered.set()
                 await asyncio.to_thread(stop_silent.wait, 30)
 
         thread = threading.Thread(target=asyncio.run, args=(silent_answer_peer(),))
         thread.start()
         try:
-            wait_registered(url, "silent")
+            assert registered.wait(10), "the silent peer did not register"
             result = run_peer(
                 "offer",
                 "--target",
