@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,20 +103,28 @@ def run_peer(
 _early_stderr: dict[int, list[str]] = {}
 
 
-def wait_registered(proc: subprocess.Popen[str], timeout: float = 15) -> None:
-    """Wait until an `rtc-peer answer` process says it registered (on stderr)."""
+def wait_registered(
+    proc: subprocess.Popen[str], timeout: float = 15, prefix: str = "rtc-peer: registered as"
+) -> None:
+    """Wait until an answer peer process says it registered (a stderr line)."""
     assert proc.stderr is not None
+    stderr = proc.stderr
     seen = _early_stderr.setdefault(proc.pid, [])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        if line.startswith("rtc-peer: registered as"):
-            return
+    found = threading.Event()
+
+    def read_until_ready() -> None:
+        # A thread, not select(): readline() buffers beyond the line it returns.
+        for line in iter(stderr.readline, ""):
+            seen.append(line)
+            if line.startswith(prefix):
+                found.set()
+                return
+
+    reader = threading.Thread(target=read_until_ready, daemon=True)
+    reader.start()
+    if found.wait(timeout):
+        reader.join()
+        return
     proc.kill()
+    reader.join(5)
     raise AssertionError("answer peer did not register:\n" + "".join(seen))

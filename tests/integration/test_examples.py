@@ -1,0 +1,48 @@
+"""The programs in examples/ run against the real server and peers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.procs import LOOPBACK, run_peer, server, stop, wait_registered
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_echo_answer_example_echoes_an_offer_peers_messages() -> None:
+    """examples/echo_answer.py (library API) sends back what `rtc-peer offer` sends."""
+    with server() as url:
+        echo = subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLES / "echo_answer.py"),
+                "--id",
+                "echo",
+                "--signal",
+                url,
+                *LOOPBACK,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_registered(echo, prefix="echo: registered")
+            result = run_peer(
+                "offer",
+                "--target",
+                "echo",
+                "--signal",
+                url,
+                *LOOPBACK,
+                "--interval",
+                "0.1",
+                "--count",
+                "3",
+            )
+        finally:
+            stop(echo)
+    assert result.returncode == 0, result.stderr
+    assert result.lines("recv ") == ["recv offer-1", "recv offer-2", "recv offer-3"]
