@@ -46,3 +46,17 @@ def test_echo_answer_example_echoes_an_offer_peers_messages() -> None:
             stop(echo)
     assert result.returncode == 0, result.stderr
     assert result.lines("recv ") == ["recv offer-1", "recv offer-2", "recv offer-3"]
+
+
+def test_local_demo_runs_server_and_two_peers_to_success() -> None:
+    """examples/local_demo.py (the README's demo) ends with both peers exiting 0."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "local_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[offer] recv answer-5" in result.stdout
+    assert "[answer] recv offer-5" in result.stdout
+    assert "demo: OK" in result.stdout
