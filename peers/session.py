@@ -204,6 +204,10 @@ async def _offer_side_pump(
         if not channel.opened.is_set():
             raise  # fatal before the channel opened: _wait_open reports it
         log.info("signaling ended after the call was set up: %s", exc)
+    except Exception as exc:  # aiortc refusing the answer SDP, for one
+        if not channel.opened.is_set():
+            raise PeerError(f"negotiation with {negotiation.remote_id!r} failed: {exc!r}") from exc
+        log.warning("signaling error after the call was set up: %r", exc)
 
 
 CallHandler = Callable[[Call], Awaitable[None]]
@@ -366,6 +370,13 @@ class AnswerPeer:
         except (PeerError, ProtocolError) as exc:
             log.warning("call from %r failed: %s", caller, exc)
             error = exc
+        except Exception as exc:
+            # One caller's bad SDP (aiortc raises ValueError & co) or a failing
+            # handler must not bring down the peer serving everybody else.
+            log.warning(
+                "call from %r failed: %r", caller, exc, exc_info=log.isEnabledFor(logging.DEBUG)
+            )
+            error = PeerError(f"call from {caller!r} failed: {exc!r}")
         finally:
             if self._calls.get(caller, (None, None))[1] is asyncio.current_task():
                 del self._calls[caller]

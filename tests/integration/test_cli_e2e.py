@@ -179,3 +179,42 @@ def test_bad_ice_server_url_is_a_usage_error() -> None:
     result = run_peer("offer", "--target", "x", "--ice-server", "http://example.invalid")
     assert result.returncode == 2
     assert "not an ICE server URL" in result.stderr
+
+
+def test_answer_peer_survives_a_callers_garbage_offer() -> None:
+    """A caller's unusable SDP fails only that call: the answer peer then serves
+    the next caller."""
+    import asyncio
+
+    from websockets.asyncio.client import ClientConnection, connect
+
+    import proto
+
+    async def next_response(ws: ClientConnection) -> proto.Response:
+        while True:  # skip what the answer peer sends back (it may answer garbage)
+            envelope = proto.decode(await asyncio.wait_for(ws.recv(), 5))
+            if not envelope.command.is_request:
+                return envelope.response
+
+    async def bad_caller(url: str) -> int:
+        async with connect(url + "/offer") as ws:
+            for sdp in ("v=0\r\nthis is not SDP\r\n", ""):
+                body = proto.SessionDescription(type="offer", sdp=sdp).to_json()
+                await ws.send(proto.encode_request(proto.Command.OFFER, "bad", "sturdy", body))
+                assert (await next_response(ws)).ok
+            await ws.send(proto.encode_request(proto.Command.OFFER, "bad", "sturdy", b"{]"))
+            code = (await next_response(ws)).code
+            await asyncio.sleep(0.5)  # let the answer peer chew on it
+            return code
+
+    with server() as url:
+        answer = start_peer(
+            "answer", "--id", "sturdy", "--signal", url, *LOOPBACK, "--interval", "0.2"
+        )
+        wait_registered(answer)
+        assert asyncio.run(bad_caller(url)) == 0
+        assert answer.poll() is None, "a bad offer must not end the answer peer"
+        good = run_peer("offer", "--target", "sturdy", "--signal", url, *LOOPBACK, *FAST)
+        answered = stop(answer, signal.SIGINT)
+    assert good.returncode == 0, good.stderr + answered.stderr
+    assert len(good.lines("recv ")) == 5
