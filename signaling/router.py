@@ -106,6 +106,18 @@ def _peek_command(frame: Frame) -> Command | None:
         return None
 
 
+def _wire_size(frame: Frame) -> int:
+    """The frame's size in bytes: a text frame's UTF-8 length, not its characters."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def _reply_to(command: Command | None) -> Command:
+    """The response command for a frame of ``command`` (ERROR if unknown or a response)."""
+    return Command.ERROR if command is None else command.response
+
+
 class _Replies:
     """Response frames, cached for the constant ones (every ack is the same)."""
 
@@ -172,24 +184,29 @@ class Router:
 
     def receive(self, conn: ConnId, frame: Frame) -> list[Action]:
         """Handle one frame from ``conn``; return what to send, in order."""
-        state = self._conns[conn]
+        state = self._conns.get(conn)
+        if state is None:
+            # Forgotten by forward_failed(): its socket is dead, but the server
+            # may still be draining frames it had queued. Drop them.
+            return []
         self.stats.frames += 1
         text = isinstance(frame, str)
-        if len(frame) > self.max_frame:
+        size = _wire_size(frame)
+        if size > self.max_frame:
             command = _peek_command(frame)
             return [
                 self._error(
                     conn,
-                    command,
+                    _reply_to(command),
                     TOO_LARGE,
-                    f"frame of {len(frame)} bytes exceeds the {self.max_frame}-byte limit",
+                    f"frame of {size} bytes exceeds the {self.max_frame}-byte limit",
                     text,
                 )
             ]
         try:
             envelope = decode(frame)
         except ProtocolError as exc:
-            return [self._error(conn, exc.command, exc.code, str(exc), text)]
+            return [self._error(conn, _reply_to(exc.command), exc.code, str(exc), text)]
         command = envelope.command
         if not command.is_request:
             response = envelope.response
@@ -309,11 +326,9 @@ class Router:
         self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1
         return Send(conn, self._replies.get(command, OK, "ok", text))
 
-    def _error(
-        self, conn: ConnId, command: Command | None, code: int, msg: str, text: bool
-    ) -> Send:
+    def _error(self, conn: ConnId, reply: Command, code: int, msg: str, text: bool) -> Send:
+        """An error Response in the ``reply`` command (like :meth:`_ok`, not a request)."""
         self.stats.errors += 1
         self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
         log.info("conn %s: refusing with %d: %s", conn, code, msg)
-        reply = Command.ERROR if command is None else command.response
         return Send(conn, self._replies.get(reply, code, msg, text))
