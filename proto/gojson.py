@@ -40,6 +40,11 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str, what: str) -> bytes:
     """Decode standard padded base64; reject URL-safe, unpadded or stray input."""
     try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+        data = binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise InvalidBase64(f"{what} is not standard padded base64: {exc}") from None
+    # strict_mode still ignores excess padding ("Zm9v=", "Zg==="), which Go
+    # rejects: the text must be exactly as long as the padded encoding.
+    if len(text) != 4 * ((len(data) + 2) // 3):
+        raise InvalidBase64(f"{what} is not standard padded base64: excess padding")
+    return data

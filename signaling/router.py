@@ -96,7 +96,8 @@ _COMMAND_PREFIX = re.compile(rb'\s*\{\s*"command"\s*:\s*(\d{1,3})\D')
 
 def _peek_command(frame: Frame) -> Command | None:
     """The command of a frame we refuse to parse (too large), if it shows early."""
-    head = frame[:32].encode() if isinstance(frame, str) else frame[:32]
+    # surrogatepass: a str that is not valid Unicode must not raise here
+    head = frame[:32].encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame[:32]
     match = _COMMAND_PREFIX.match(head)
     if match is None:
         return None
