@@ -20,4 +20,4 @@ test: install lint
 bench: install
 	$(PYTHON) benchmarks/relay.py
 	$(PYTHON) benchmarks/memory.py
-	$(PYTHON) benchmarks/peers.py
+	$(PYTHON) benchmarks/datachannel.py

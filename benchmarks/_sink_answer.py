@@ -1,4 +1,4 @@
-"""Helper processes for ``benchmarks/peers.py`` (started by it; not run by hand).
+"""Helper processes for ``benchmarks/datachannel.py`` (started by it; not run by hand).
 
 Two modes, both on loopback only:
 
@@ -24,11 +24,6 @@ import asyncio
 import contextlib
 import logging
 import sys
-from pathlib import Path
-
-# This folder holds benchmarks/peers.py, which would shadow the ``peers``
-# package: the repository goes first on sys.path.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed

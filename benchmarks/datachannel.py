@@ -1,6 +1,6 @@
 """Peer benchmarks: start-up to open data channel, and data-channel RTT/throughput.
 
-Usage: ``python benchmarks/peers.py [--runs 5] [--only startup|channel]``
+Usage: ``python benchmarks/datachannel.py [--runs 5] [--only startup|channel]``
 
 Everything runs on loopback: every peer gathers host candidates on 127.0.0.1
 only and no ICE (STUN/TURN) server is ever configured. Each figure is the
@@ -45,9 +45,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-# This script's folder comes first on sys.path and this file is called
-# peers.py: put the repository before it so that ``peers`` is the package.
-sys.path.insert(0, str(REPO))
 
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
