@@ -20,12 +20,14 @@ Rules (codes are documented in the README):
 
 from __future__ import annotations
 
+import binascii
 import enum
+import json
 import logging
 import re
 from dataclasses import dataclass, field
 
-from proto import Command, ProtocolError, Request, decode, encode_response
+from proto import Command, ProtocolError, decode, encode_response
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,131 @@ def _reply_to(command: Command | None) -> Command:
     return Command.ERROR if command is None else command.response
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_json = json.JSONDecoder(parse_constant=_reject_constant).decode
+_a2b = binascii.a2b_base64
+_REQUESTS = {int(c): c for c in Command if c.is_request}
+_RESPONSE = {c: c.response for c in Command}
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: what may not appear raw in a JSON string
+_NOT_IN_STRING = bytes(range(32)) + b'"\\'
+
+
+def _b64(text: object) -> bytes | None:
+    """Standard padded base64 as :func:`proto.gojson.b64decode` accepts it, or None."""
+    if type(text) is not str or not text.isascii():
+        return None
+    try:
+        data = _a2b(text.encode(), strict_mode=True)
+    except binascii.Error:
+        return None
+    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
+
+
+def _is_b64(data: bytes) -> bool:
+    """:func:`_b64` would accept ``data`` (validation only, without decoding)."""
+    if len(data) % 4:
+        return False
+    rest = data.translate(None, _ALPHABET)  # only the padding may remain, at the end
+    return not rest or (rest == b"=" == data[-1:]) or (rest == b"==" == data[-2:])
+
+
+def _json_string(data: bytes) -> str | None:
+    """The value of the JSON string literal ``"<data>"`` when it has no escapes."""
+    if len(data.translate(None, _NOT_IN_STRING)) != len(data):
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _go_request(data: bytes) -> tuple[Command, str, str] | None:
+    """:func:`_quick_request` for a frame laid out exactly as Go writes it::
+
+        {"command":3,"payload":"<base64 of {"source":"..","target":"..","body":..}>"}
+
+    The layout makes each value's extent certain (base64 and escape-free
+    strings contain no quote), so the values are read by slicing instead of
+    JSON parsing; the checks are the same. Any other layout returns None.
+    """
+    if data[:11] != b'{"command":' or data[12:24] != b',"payload":"' or data[-2:] != b'"}':
+        return None
+    command = _REQUESTS.get(data[11] - 48)
+    if command is None:
+        return None
+    encoded = data[24:-2]
+    try:
+        payload = _a2b(encoded, strict_mode=True)
+    except binascii.Error:
+        return None
+    if len(encoded) != 4 * ((len(payload) + 2) // 3) or payload[:11] != b'{"source":"':
+        return None
+    i = payload.find(b'","target":"', 11)
+    j = payload.find(b'","body":', i + 12) if i > 0 else -1
+    if j < 0:
+        return None
+    source = _json_string(payload[11:i])
+    target = _json_string(payload[i + 12 : j])
+    if source is None or target is None:
+        return None
+    body = payload[j + 9 :]
+    if body == b"null}" or (body[:1] == b'"' and body[-2:] == b'"}' and _is_b64(body[1:-2])):
+        return command, source, target
+    return None
+
+
+def _quick_request(frame: Frame) -> tuple[Command, str, str] | None:
+    """``(command, source, target)`` of a well-formed request frame, or None.
+
+    The hot path: the same checks as :func:`proto.decode` (strict UTF-8 and
+    JSON, an int command, standard padded base64 payload and body, string IDs,
+    unknown fields ignored) without building pydantic models. It only accepts
+    frames that ``decode`` accepts, with the same values; anything else
+    (responses, errors, oddities) returns None and goes through ``decode``,
+    which builds the exact error reply.
+    """
+    if isinstance(frame, bytes) or frame.isascii():
+        quick = _go_request(frame if isinstance(frame, bytes) else frame.encode())
+        if quick is not None:
+            return quick
+    try:
+        if isinstance(frame, str):
+            if not frame.isascii():
+                frame.encode()  # proto refuses a str that is not valid Unicode
+            outer = _json(frame)
+        else:
+            outer = _json(frame.decode())
+        if type(outer) is not dict:
+            return None
+        raw = outer.get("command")
+        command = _REQUESTS.get(raw) if type(raw) is int else None
+        if command is None:
+            return None
+        payload = _b64(outer.get("payload"))
+        if payload is None:
+            return None
+        request = _json(payload.decode())
+        if type(request) is not dict:
+            return None
+        source = request.get("source", "")
+        target = request.get("target", "")
+        body = request.get("body")
+        if type(source) is not str or type(target) is not str:
+            return None
+        if not (source.isascii() and target.isascii()):
+            source.encode()  # proto refuses lone surrogates ("\ud800")
+            target.encode()
+        if body is not None and _b64(body) is None:
+            return None
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return command, source, target
+
+
 class _Replies:
     """Response frames, cached for the constant ones (every ack is the same)."""
 
@@ -204,21 +331,30 @@ class Router:
                     text,
                 )
             ]
-        try:
-            envelope = decode(frame)
-        except ProtocolError as exc:
-            return [self._error(conn, _reply_to(exc.command), exc.code, str(exc), text)]
-        command = envelope.command
-        if not command.is_request:
-            response = envelope.response
-            log.debug(
-                "conn %s: response %d code=%d msg=%r", conn, command, response.code, response.msg
-            )
-            return []
-        request = envelope.request
+        quick = _quick_request(frame)
+        if quick is not None:
+            command, source, target = quick
+        else:
+            try:
+                envelope = decode(frame)
+            except ProtocolError as exc:
+                return [self._error(conn, _reply_to(exc.command), exc.code, str(exc), text)]
+            command = envelope.command
+            if not command.is_request:
+                response = envelope.response
+                log.debug(
+                    "conn %s: response %d code=%d msg=%r",
+                    conn,
+                    command,
+                    response.code,
+                    response.msg,
+                )
+                return []
+            request = envelope.request
+            source, target = request.source, request.target
         if command is Command.INIT:
-            return [self._register(conn, state, request, text)]
-        return self._route(conn, state, command, request, frame, text)
+            return [self._register(conn, state, source, text)]
+        return self._route(conn, state, command, source, target, frame, text)
 
     def forward_failed(self, action: Forward) -> list[Action]:
         """The target of ``action`` was closed before the frame reached it."""
@@ -235,11 +371,10 @@ class Router:
 
     # -- rules ---------------------------------------------------------------
 
-    def _register(self, conn: ConnId, state: _Conn, request: Request, text: bool) -> Send:
+    def _register(self, conn: ConnId, state: _Conn, peer_id: str, text: bool) -> Send:
         reply = Command.INIT_RESPONSE
         if state.path is not Path.REGISTER:
             return self._error(conn, reply, FORBIDDEN, "register on /register, not /offer", text)
-        peer_id = request.source
         if not peer_id:
             return self._error(conn, reply, BAD_REQUEST, "init needs a non-empty source ID", text)
         if state.peer_id is not None and state.peer_id != peer_id:
@@ -263,12 +398,12 @@ class Router:
         conn: ConnId,
         state: _Conn,
         command: Command,
-        request: Request,
+        source: str,
+        target: str,
         frame: Frame,
         text: bool,
     ) -> list[Action]:
-        reply = command.response
-        source, target = request.source, request.target
+        reply = _RESPONSE[command]
         if state.path is Path.REGISTER:
             if command is Command.OFFER:
                 return [self._error(conn, reply, FORBIDDEN, "offers are sent on /offer", text)]
@@ -320,12 +455,14 @@ class Router:
             self._offers[source] = conn
             log.info("offer peer %r calls %r", source, target)
         self.stats.forwarded += 1
-        ack = self._ok(conn, reply, text).frame
-        return [Forward(target_conn, frame, conn, ack, reply, target)]
+        return [Forward(target_conn, frame, conn, self._ack(reply, text), reply, target)]
+
+    def _ack(self, command: Command, text: bool) -> Frame:
+        self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1
+        return self._replies.get(command, OK, "ok", text)
 
     def _ok(self, conn: ConnId, command: Command, text: bool) -> Send:
-        self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1
-        return Send(conn, self._replies.get(command, OK, "ok", text))
+        return Send(conn, self._ack(command, text))
 
     def _error(self, conn: ConnId, reply: Command, code: int, msg: str, text: bool) -> Send:
         """An error Response in the ``reply`` command (like :meth:`_ok`, not a request)."""

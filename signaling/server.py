@@ -3,32 +3,63 @@
 It only moves data: it accepts WebSocket connections on ``/register`` and
 ``/offer``, feeds each frame to the router and performs the actions the router
 returns. It owns what the router must not know about: sockets, the frame size
-limit enforced by websockets, keepalive pings and shutdown.
+limit enforced by websockets, keepalive pings, flow control and shutdown.
+
+websockets does the HTTP handshake, the framing, the closing handshake and the
+size limit. Past the handshake, data frames take a shorter path than
+websockets' ``async for message in ws`` (see ``benchmarks/README.md`` for the
+measurements behind each choice):
+
+- frames are routed as soon as ``data_received`` parses them, without a queue
+  and a task wake-up per message;
+- what is written while handling one read is sent with one ``write`` per
+  connection, not one per frame (a loopback ``send`` costs ~10 us);
+- one keepalive task pings every connection, instead of one task each.
+
+Flow control is the one of ``await ws.send()``: a forward whose target's write
+buffer is over its high-water mark holds the sender's acknowledgement and its
+next frames until the target drains; frames that keep arriving meanwhile are
+queued, and reading pauses once more than ``max_queue`` are waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import itertools
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
-from signaling.router import DEFAULT_MAX_FRAME, Action, ConnId, Forward, Path, Router
+from signaling.router import DEFAULT_MAX_FRAME, Action, ConnId, Forward, Path, Router, Send
+from signaling.router import Frame as Data
 
 log = logging.getLogger(__name__)
 
 #: Frames up to ``max_frame`` get a 413 reply and the connection lives on;
 #: websockets refuses to buffer frames beyond this multiple of it (close 1009).
 HARD_LIMIT_FACTOR = 4
+
+#: Frames queued for a sender blocked by a full target before reading pauses
+#: (websockets' ``max_queue``).
+MAX_QUEUE = 4
+
+#: The keepalive task yields to the event loop after pinging this many peers.
+PING_BATCH = 256
+
+_OPEN = State.OPEN
+OP_CONT, OP_TEXT, OP_BINARY, OP_PONG = Opcode.CONT, Opcode.TEXT, Opcode.BINARY, Opcode.PONG
 
 
 @dataclass(frozen=True)
@@ -43,15 +74,178 @@ class ServerConfig:
     close_timeout: float = 1.0
 
 
+class _Connection(ServerConnection):
+    """A websockets connection whose data frames go straight to the router.
+
+    websockets handles the handshake and control frames (ping, pong, close)
+    as usual; data frames are handed to :meth:`SignalingServer._receive` from
+    ``data_received`` and replies are buffered in the protocol until
+    :meth:`SignalingServer._flush`. Attributes that are rarely set live on the
+    class (an instance only stores them once they change).
+    """
+
+    owner: SignalingServer | None = None
+    conn_id: ConnId = 0
+    #: queued for :meth:`SignalingServer._flush`
+    dirty = False
+    #: frames not routed yet, and actions waiting for ``waiting_on`` to drain
+    backlog: collections.deque[Data | Action] | None = None
+    #: the connection whose full write buffer holds our next action
+    waiting_on: _Connection | None = None
+    #: the forward written to ``waiting_on`` whose ack is held (None: a reply)
+    waiting_for: Forward | None = None
+    #: senders whose progress waits for our write buffer to drain
+    blocked: list[_Connection] | None = None
+    reading_paused = False
+    #: set once the connection is failed: its data frames are ignored
+    failed = False
+    #: resolved when the backlog is empty and nothing is held (see _handle)
+    idle: asyncio.Future[None] | None = None
+    #: fragments of a message in progress, and whether it is text
+    fragments: list[bytes] | None = None
+    fragments_text = False
+    #: payload of the keepalive ping awaiting its pong, and when it was sent
+    ping_payload: bytes | None = None
+    ping_sent = 0.0
+
+    # -- incoming ------------------------------------------------------------
+
+    def process_event(self, event: Any) -> None:
+        if self.request is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake request
+            return
+        opcode = event.opcode
+        if opcode is OP_BINARY and event.fin:  # the common case
+            data: Data | None = bytes(event.data)
+        elif opcode is OP_TEXT or opcode is OP_BINARY or opcode is OP_CONT:
+            data = self._assemble(event)
+        else:
+            super().process_event(event)  # ping (already answered), pong, close
+            if opcode is OP_PONG and bytes(event.data) == self.ping_payload:
+                self.latency = self.loop.time() - self.ping_sent
+                self.ping_payload = None
+            return
+        if data is None or self.failed:
+            return
+        owner = self.owner
+        if owner is None or self.waiting_on is not None or self.backlog:
+            self.hold(data)
+        else:
+            owner._receive(self, data)
+
+    def _assemble(self, event: Frame) -> Data | None:
+        """The message a data frame completes (decoded if text), or None."""
+        if event.opcode is OP_CONT:
+            assert self.fragments is not None  # the protocol checks the sequence
+            self.fragments.append(bytes(event.data))
+            if not event.fin:
+                return None
+            raw, text = b"".join(self.fragments), self.fragments_text
+            self.fragments = None
+        elif not event.fin:
+            self.fragments = [bytes(event.data)]
+            self.fragments_text = event.opcode is OP_TEXT
+            return None
+        else:
+            raw, text = bytes(event.data), event.opcode is OP_TEXT
+        if not text:
+            return raw
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            # as websockets' recv() does: close with 1007
+            self.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+            return None
+
+    def fail(self, code: CloseCode, reason: str) -> None:
+        """Fail the connection as websockets does: send a close frame, ignore
+        what follows, and drop the TCP connection if the peer does not close it
+        within ``close_timeout``."""
+        if self.failed:
+            return
+        self.failed = True
+        self.ping_payload = None
+        if self.protocol.state is _OPEN:
+            self.protocol.fail(code, reason)
+        try:
+            self.send_data()
+        except Exception as exc:
+            self.set_connection_exc(exc)
+            self.transport.abort()
+        self.loop.create_task(self._abort_after_close_timeout())
+
+    async def _abort_after_close_timeout(self) -> None:
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self.wait_closed()
+        except TimeoutError:
+            self.transport.abort()
+
+    def hold(self, item: Data | Action, first: bool = False) -> None:
+        """Queue ``item``; pause reading when too many frames wait."""
+        backlog = self.backlog
+        if backlog is None:
+            backlog = self.backlog = collections.deque()
+        if first:
+            backlog.appendleft(item)
+        else:
+            backlog.append(item)
+        if len(backlog) > MAX_QUEUE and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        owner = self.owner
+        if owner is not None and owner._dirty:
+            owner._flush()
+
+    # -- outgoing ------------------------------------------------------------
+
+    def send_data(self) -> None:
+        """Write the protocol's pending output with as few writes as possible."""
+        pending: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                pending.append(data)
+                continue
+            # end of stream: flush, then half-close as websockets does
+            if pending:
+                self.transport.write(b"".join(pending))
+                pending = []
+            if self.transport.can_write_eof():
+                with contextlib.suppress(Exception):
+                    self.transport.write_eof()
+            else:  # pragma: no cover (TLS)
+                self.transport.close()
+        if pending:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    # -- flow control ----------------------------------------------------------
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.blocked and self.owner is not None:
+            self.owner._release(self, failed=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.blocked and self.owner is not None:
+            self.owner._release(self, failed=exc is not None)
+
+
 class SignalingServer:
     """A running signaling server. Use as ``async with SignalingServer(cfg) as s``."""
 
     def __init__(self, config: ServerConfig = ServerConfig()) -> None:
         self.config = config
         self.router = Router(max_frame=config.max_frame)
-        self._connections: dict[ConnId, ServerConnection] = {}
+        self._connections: dict[ConnId, _Connection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
+        #: connections with output buffered in their protocol, to flush
+        self._dirty: list[_Connection] = []
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -73,23 +267,33 @@ class SignalingServer:
             self._handle,
             cfg.host,
             cfg.port,
+            create_connection=_Connection,
             process_request=self._check_path,
             max_size=cfg.max_frame * HARD_LIMIT_FACTOR,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_timeout,
+            # One task pings every connection (see _keepalive), rather than
+            # websockets' task per connection.
+            ping_interval=None,
             close_timeout=cfg.close_timeout,
             # Signaling frames are small and mostly base64: compression costs
             # CPU and ~100 KiB per connection for zlib state.
             compression=None,
-            # Only what routing needs is ever queued; keep idle memory small.
-            max_queue=4,
+            max_queue=MAX_QUEUE,
         )
+        if cfg.ping_interval is not None:
+            self._keepalive_task = asyncio.create_task(
+                self._keepalive(cfg.ping_interval, cfg.ping_timeout)
+            )
         log.info("listening on %s", self.url)
 
     async def close(self) -> None:
         """Close every connection with 1001 (going away) and stop listening."""
         if self._server is None:
             return
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive_task
+            self._keepalive_task = None
         self._server.close(close_connections=True)
         await self._server.wait_closed()
 
@@ -116,43 +320,156 @@ class SignalingServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, _Connection)
         conn = next(self._ids)
         path = Path(urlsplit(ws.request.path).path if ws.request else "/offer")
+        ws.conn_id = conn
         self._connections[conn] = ws
         self.router.connect(conn, path)
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
         try:
-            async for frame in ws:
-                for action in self.router.receive(conn, frame):
-                    await self._perform(action)
-        except ConnectionClosed:
-            pass
+            ws.owner = self
+            self._run_backlog(ws)  # frames that came before this task started
+            self._flush()
+            await ws.wait_closed()
+            # Like a handler stuck in ``await target.send()``: the peer stays
+            # registered while its last forward waits for a full target.
+            while ws.waiting_on is not None or ws.backlog:
+                ws.idle = ws.loop.create_future()
+                await ws.idle
         finally:
+            ws.owner = None
+            ws.backlog = None
             self.router.disconnect(conn)
             del self._connections[conn]
             log.debug("conn %s: closed (%s)", conn, ws.close_code)
 
-    async def _perform(self, action: Action) -> None:
-        if isinstance(action, Forward):
-            target = self._connections.get(action.target)
-            try:
-                if target is None:
-                    raise ConnectionError("target connection is gone")
-                await target.send(action.frame)
-            except (ConnectionClosed, ConnectionError):
-                for follow_up in self.router.forward_failed(action):
-                    await self._perform(follow_up)
-                return
-            await self._send(action.sender, action.ack)
-        else:
-            await self._send(action.conn, action.frame)
+    # -- routing --------------------------------------------------------------
 
-    async def _send(self, conn: ConnId, frame: bytes | str) -> None:
-        ws = self._connections.get(conn)
-        if ws is None:
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(frame)
+    def _receive(self, ws: _Connection, frame: Data) -> None:
+        """Route one frame from ``ws`` (not blocked, nothing queued before it)."""
+        self._perform(ws, self.router.receive(ws.conn_id, frame))
+
+    def _perform(self, ws: _Connection, actions: list[Action]) -> None:
+        """Perform ``actions`` for sender ``ws``; stop and queue the rest if blocked."""
+        for i, action in enumerate(actions):
+            if isinstance(action, Forward):
+                target = self._connections.get(action.target)
+                if target is None or target.protocol.state is not _OPEN:
+                    self._perform(ws, self.router.forward_failed(action))
+                    blocked = ws.waiting_on is not None
+                else:
+                    # the ack is held while the forward waits for the target
+                    blocked = self._write(target, action.frame, ws, action) or self._write(
+                        ws, action.ack, ws, None
+                    )
+            else:
+                to = self._connections.get(action.conn)
+                blocked = to is not None and self._write(to, action.frame, ws, None)
+            if blocked:  # the rest waits, in front of any queued frame
+                for rest in reversed(actions[i + 1 :]):
+                    ws.hold(rest, first=True)
+                return
+
+    def _write(
+        self, target: _Connection, frame: Data, sender: _Connection, forward: Forward | None
+    ) -> bool:
+        """Buffer ``frame`` for ``target``; True if ``sender`` must now wait for it."""
+        protocol = target.protocol
+        if protocol.state is not _OPEN:
+            return False  # as ``send`` raising ConnectionClosed, ignored for replies
+        if isinstance(frame, str):
+            protocol.send_text(frame.encode())
+        else:
+            protocol.send_binary(frame)
+        if target.transport.get_write_buffer_size():
+            # The target is already behind: write now to learn if it is full,
+            # as ``await send()`` would (otherwise: one write per batch).
+            self._flush_one(target)
+            if target.paused:
+                sender.waiting_on = target
+                sender.waiting_for = forward
+                if target.blocked is None:
+                    target.blocked = []
+                target.blocked.append(sender)
+                return True
+        elif not target.dirty:
+            target.dirty = True
+            self._dirty.append(target)
+        return False
+
+    def _flush_one(self, ws: _Connection) -> None:
+        try:
+            ws.send_data()
+        except Exception as exc:  # as websockets' data_received does
+            ws.set_connection_exc(exc)
+            ws.transport.abort()
+
+    def _flush(self) -> None:
+        """Write what was buffered for every connection, one write each."""
+        dirty = self._dirty
+        while dirty:
+            ws = dirty.pop()
+            ws.dirty = False
+            self._flush_one(ws)
+
+    def _release(self, target: _Connection, failed: bool) -> None:
+        """``target`` drained (or died): let the senders it held go on."""
+        senders, target.blocked = target.blocked or [], None
+        for ws in senders:
+            forward, ws.waiting_on, ws.waiting_for = ws.waiting_for, None, None
+            if forward is not None:
+                if failed:
+                    self._perform(ws, self.router.forward_failed(forward))
+                else:
+                    self._perform(ws, [Send(forward.sender, forward.ack)])
+            self._run_backlog(ws)
+        self._flush()
+
+    def _run_backlog(self, ws: _Connection) -> None:
+        """Route what ``ws`` queued while it was blocked or not started."""
+        backlog = ws.backlog
+        while backlog and ws.waiting_on is None:
+            item = backlog.popleft()
+            if isinstance(item, bytes | str):
+                self._perform(ws, self.router.receive(ws.conn_id, item))
+            else:
+                self._perform(ws, [item])
+        if ws.waiting_on is None:
+            if ws.reading_paused:
+                ws.reading_paused = False
+                ws.transport.resume_reading()
+            if ws.idle is not None and not ws.idle.done():
+                ws.idle.set_result(None)
+
+    # -- keepalive and failures ------------------------------------------------------
+
+    async def _keepalive(self, interval: float, timeout: float | None) -> None:
+        """Ping every open connection each ``interval``; fail those that stay silent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            payload = os.urandom(4)
+            sent_at = loop.time()
+            pinged: list[ConnId] = []
+            for ws in list(self._connections.values()):
+                if ws.ping_payload is not None or ws.protocol.state is not _OPEN:
+                    continue
+                ws.protocol.send_ping(payload)
+                ws.ping_payload, ws.ping_sent = payload, sent_at
+                self._flush_one(ws)
+                pinged.append(ws.conn_id)
+                if len(pinged) % PING_BATCH == 0:
+                    await asyncio.sleep(0)
+            if timeout is not None and pinged:
+                loop.call_later(timeout, self._check_pongs, pinged, payload)
+
+    def _check_pongs(self, pinged: list[ConnId], payload: bytes) -> None:
+        for conn in pinged:
+            ws = self._connections.get(conn)
+            if ws is not None and ws.ping_payload is payload:
+                log.debug("conn %s: no pong within the ping timeout", conn)
+                ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 
 async def run_server(config: ServerConfig, on_ready: Callable[[str], None] | None = None) -> None:

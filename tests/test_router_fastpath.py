@@ -1,0 +1,124 @@
+"""The router's fast request decoder agrees with :func:`proto.decode`.
+
+``signaling.router._quick_request`` reads request frames without pydantic
+(and, for frames laid out as Go writes them, without JSON parsing). It must
+accept exactly the frames ``proto.decode`` accepts as requests, with the same
+command, source and target, and leave everything else to ``decode``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proto import ProtocolError, decode
+from proto.gojson import go_string
+from signaling.router import _quick_request
+from tests.helpers_golden import golden_frames
+
+
+def agrees(frame: bytes | str) -> None:
+    quick = _quick_request(frame)
+    try:
+        envelope = decode(frame)
+    except ProtocolError:
+        assert quick is None, (frame, quick)
+        return
+    if not envelope.command.is_request:
+        assert quick is None, (frame, quick)
+        return
+    request = envelope.request
+    assert quick == (envelope.command, request.source, request.target), frame
+
+
+IDS = st.text(max_size=8) | st.sampled_from(["a", "\ud800", "é", "<&>", '"', "\\", "\n", ""])
+VALUES = (
+    st.none()
+    | st.integers()
+    | st.booleans()
+    | st.floats()
+    | IDS
+    | st.lists(st.integers(), max_size=2)
+)
+B64 = st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())
+ODD_B64 = st.sampled_from(
+    ['"QQ=="', '"QR=="', '"QQ=A"', '"Q==="', '"===="', '"QQQ="', '"QQ"', '""', '"A"', '"QQ==\\n"']
+)
+SETTINGS = settings(max_examples=3000, suppress_health_check=list(HealthCheck), deadline=None)
+
+
+@st.composite
+def json_frames(draw: st.DrawFn) -> bytes | str:
+    """Frames of any layout: valid or not, requests or responses."""
+    request: dict[str, object] = {}
+    for key in ("source", "target", "body", "extra"):
+        if draw(st.booleans()):
+            request[key] = draw(st.none() | B64 | VALUES) if key == "body" else draw(IDS | VALUES)
+    raw = json.dumps(request, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 9)) == 0:
+        raw = draw(st.binary(max_size=20))
+    good = base64.b64encode(raw).decode()
+    payload = draw(
+        st.sampled_from(
+            [good, good + "=", good.rstrip("="), base64.urlsafe_b64encode(raw).decode()]
+        )
+        | VALUES
+    )
+    commands = [1, 2, 3, 4, 101, 103, 100, 7, True, 3.0, "3", None, -1]
+    outer = {"command": draw(st.sampled_from(commands)), "payload": payload}
+    if draw(st.integers(0, 5)) == 0:
+        del outer[draw(st.sampled_from(["command", "payload"]))]
+    text = json.dumps(outer, ensure_ascii=draw(st.booleans()))
+    mangle = draw(st.sampled_from(["none", "nan", "truncate"]))
+    if mangle == "nan":
+        text = text.replace("1", "NaN", 1)
+    elif mangle == "truncate":
+        text = text[: draw(st.integers(0, len(text)))]
+    return text if draw(st.booleans()) else text.encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def go_layout_frames(draw: st.DrawFn) -> bytes | str:
+    """Frames laid out as Go writes them, with odd values and small corruptions."""
+    body = draw(st.none() | st.binary(max_size=30))
+    body_json = "null" if body is None else f'"{base64.b64encode(body).decode()}"'
+    body_json = draw(st.just(body_json) | ODD_B64 | st.sampled_from(["nul", "5", "null "]))
+    source = draw(IDS)
+    source_json = draw(st.sampled_from([go_string(source), f'"{source}"']))
+    payload = (
+        f'{{"source":{source_json},"target":{go_string(draw(IDS))},"body":{body_json}}}'
+    ).encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 4)) == 0:
+        at = draw(st.integers(0, len(payload)))
+        payload = payload[:at] + draw(st.binary(max_size=3)) + payload[at:]
+    encoded = base64.b64encode(payload).decode()
+    encoded = draw(st.sampled_from([encoded, encoded + "=", encoded.rstrip("=")]))
+    command = draw(st.sampled_from(["1", "2", "3", "4", "0", "5", "9", "31", "03", " 3"]))
+    frame = f'{{"command":{command},"payload":"{encoded}"}}'
+    if draw(st.integers(0, 4)) == 0:
+        at = draw(st.integers(0, len(frame)))
+        frame = frame[:at] + draw(st.sampled_from(["", " ", "\\", '"', "x", "\n"])) + frame[at:]
+    return frame if draw(st.booleans()) else frame.encode()
+
+
+@SETTINGS
+@given(json_frames())
+def test_quick_decoder_agrees_with_proto(frame: bytes | str) -> None:
+    agrees(frame)
+
+
+@SETTINGS
+@given(go_layout_frames())
+def test_go_layout_decoder_agrees_with_proto(frame: bytes | str) -> None:
+    agrees(frame)
+
+
+def test_golden_requests_take_the_fast_path() -> None:
+    for raw in golden_frames():
+        for variant in (raw, raw.decode()):
+            agrees(variant)
+            if decode(variant).command.is_request:
+                assert _quick_request(variant) is not None
