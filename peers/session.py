@@ -101,7 +101,11 @@ class _Negotiation:
         # The Go peers and browsers send the bare line: mid 0 / index 0 implied.
         candidate.sdpMid = "0"
         candidate.sdpMLineIndex = 0
-        await self.pc.addIceCandidate(candidate)
+        try:
+            await self.pc.addIceCandidate(candidate)
+        except Exception as exc:  # e.g. the connection closed meanwhile
+            log.warning("could not add a candidate from %r: %r", self.remote_id, exc)
+            return
         log.debug("added remote candidate %s", line)
 
     def state(self) -> str:
@@ -291,52 +295,43 @@ class AnswerPeer:
         events: asyncio.Queue[_Event],
         max_calls: int | None,
     ) -> None:
+        """Start a call per offer, route candidates to calls, until signaling ends."""
+        started = 0
         try:
-            await self._dispatch_requests(signaling, handler, tasks, events, max_calls)
+            async for envelope in signaling.requests():
+                request = envelope.request
+                caller = request.source
+                await signaling.acknowledge(envelope.command)
+                if envelope.command is Command.OFFER:
+                    if max_calls is not None and started >= max_calls:
+                        log.info("not taking a call from %r: already served %d", caller, started)
+                        continue
+                    try:
+                        description = decode_description(request.body, Command.OFFER, "offer")
+                    except ProtocolError as exc:
+                        log.warning("bad offer from %r: %s", caller, exc)
+                        continue
+                    previous = self._calls.pop(caller, None)
+                    if previous is not None:
+                        previous[1].cancel()  # a caller that calls again starts afresh
+                    pc = RTCPeerConnection(self.config.ice.rtc_configuration())
+                    negotiation = _Negotiation(pc, caller)
+                    started += 1
+                    task = tasks.create_task(
+                        self._serve_call(signaling, negotiation, description, handler, events),
+                        name=f"call-from-{caller}",
+                    )
+                    self._calls[caller] = (negotiation, task)
+                elif envelope.command is Command.CANDIDATE:
+                    entry = self._calls.get(caller)
+                    if entry is None:
+                        log.warning("candidate from %r, who is not calling", caller)
+                    else:
+                        await entry[0].add_candidate(request.body)
+                else:
+                    log.warning("ignoring unexpected %s from %r", envelope.command.name, caller)
         except SignalingError as exc:
             events.put_nowait(("signaling-lost", exc))
-
-    async def _dispatch_requests(
-        self,
-        signaling: SignalingClient,
-        handler: CallHandler,
-        tasks: asyncio.TaskGroup,
-        events: asyncio.Queue[_Event],
-        max_calls: int | None,
-    ) -> None:
-        started = 0
-        async for envelope in signaling.requests():
-            request = envelope.request
-            caller = request.source
-            await signaling.acknowledge(envelope.command)
-            if envelope.command is Command.OFFER:
-                if max_calls is not None and started >= max_calls:
-                    log.info("not taking a call from %r: already served %d", caller, started)
-                    continue
-                try:
-                    description = decode_description(request.body, Command.OFFER, "offer")
-                except ProtocolError as exc:
-                    log.warning("bad offer from %r: %s", caller, exc)
-                    continue
-                previous = self._calls.pop(caller, None)
-                if previous is not None:
-                    previous[1].cancel()  # a caller that calls again starts afresh
-                pc = RTCPeerConnection(self.config.ice.rtc_configuration())
-                negotiation = _Negotiation(pc, caller)
-                started += 1
-                task = tasks.create_task(
-                    self._serve_call(signaling, negotiation, description, handler, events),
-                    name=f"call-from-{caller}",
-                )
-                self._calls[caller] = (negotiation, task)
-            elif envelope.command is Command.CANDIDATE:
-                entry = self._calls.get(caller)
-                if entry is None:
-                    log.warning("candidate from %r, who is not calling", caller)
-                else:
-                    await entry[0].add_candidate(request.body)
-            else:
-                log.warning("ignoring unexpected %s from %r", envelope.command.name, caller)
 
     async def _serve_call(
         self,

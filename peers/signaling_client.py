@@ -114,30 +114,33 @@ class SignalingClient:
             with contextlib.suppress(ValueError):
                 queue.remove(waiter)
 
+    async def _checked(
+        self, command: Command, what: str, source: str, target: str, body: bytes | None
+    ) -> None:
+        """Send a request; raise Refused (or its precise subclass) unless code 0."""
+        response = await self.request(command, source, target, body)
+        if response.ok:
+            return
+        refusal = Refused
+        if command is Command.INIT and response.code in _CONFLICT_CODES:
+            refusal = IdTaken
+        elif command is Command.OFFER and response.code in _NOT_FOUND_CODES:
+            refusal = UnknownTarget
+        raise refusal(what, response.code, response.msg)
+
     async def register(self, peer_id: str) -> None:
         """Register as an answer peer (command 1); IdTaken if the ID is in use."""
-        response = await self.request(Command.INIT, peer_id, "", None)
-        if response.code in _CONFLICT_CODES:
-            raise IdTaken(f"registration of {peer_id!r}", response.code, response.msg)
-        if not response.ok:
-            raise Refused(f"registration of {peer_id!r}", response.code, response.msg)
+        await self._checked(Command.INIT, f"registration of {peer_id!r}", peer_id, "", None)
 
     async def send_offer(self, source: str, target: str, body: bytes) -> None:
-        response = await self.request(Command.OFFER, source, target, body)
-        if response.code in _NOT_FOUND_CODES:
-            raise UnknownTarget(f"call to {target!r}", response.code, response.msg)
-        if not response.ok:
-            raise Refused(f"call to {target!r}", response.code, response.msg)
+        """Call ``target`` (command 3); UnknownTarget if nobody has that ID."""
+        await self._checked(Command.OFFER, f"call to {target!r}", source, target, body)
 
     async def send_answer(self, source: str, target: str, body: bytes) -> None:
-        response = await self.request(Command.ANSWER, source, target, body)
-        if not response.ok:
-            raise Refused(f"answer to {target!r}", response.code, response.msg)
+        await self._checked(Command.ANSWER, f"answer to {target!r}", source, target, body)
 
     async def send_candidate(self, source: str, target: str, body: bytes) -> None:
-        response = await self.request(Command.CANDIDATE, source, target, body)
-        if not response.ok:
-            raise Refused(f"candidate for {target!r}", response.code, response.msg)
+        await self._checked(Command.CANDIDATE, f"candidate for {target!r}", source, target, body)
 
     async def acknowledge(self, request_command: Command) -> None:
         """Answer a forwarded request with code 0, as the Go peers do."""
