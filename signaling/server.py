@@ -5,16 +5,19 @@ It only moves data: it accepts WebSocket connections on ``/register`` and
 returns. It owns what the router must not know about: sockets, the frame size
 limit enforced by websockets, keepalive pings, flow control and shutdown.
 
-websockets does the HTTP handshake, the framing, the closing handshake and the
-size limit. Past the handshake, data frames take a shorter path than
-websockets' ``async for message in ws`` (see ``benchmarks/README.md`` for the
-measurements behind each choice):
+websockets does the HTTP handshake, control frames, the closing handshake,
+and judges every frame it would reject (size limit, protocol errors). Past the
+handshake, data frames take a shorter path than websockets' ``async for
+message in ws`` (``benchmarks/README.md`` has the measurements behind each
+choice):
 
-- frames are routed as soon as ``data_received`` parses them, without a queue
-  and a task wake-up per message;
+- unfragmented data frames are cut out of the byte stream here and routed at
+  once, without websockets' generator-based parser, a queue and a task
+  wake-up per message; replies and forwards are framed here too;
 - what is written while handling one read is sent with one ``write`` per
   connection, not one per frame (a loopback ``send`` costs ~10 us);
-- one keepalive task pings every connection, instead of one task each.
+- one keepalive task pings every connection, instead of one task each, and
+  the handshake's headers are freed once the connection is open.
 
 Flow control is the one of ``await ws.send()``: a forward whose target's write
 buffer is over its high-water mark holds the sender's acknowledgement and its
@@ -32,15 +35,22 @@ import itertools
 import logging
 import os
 import signal
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover (websockets built without its C extension)
+    from websockets.utils import apply_mask
 
 from signaling.router import DEFAULT_MAX_FRAME, Action, ConnId, Forward, Path, Router, Send
 from signaling.router import Frame as Data
@@ -59,7 +69,12 @@ MAX_QUEUE = 4
 PING_BATCH = 256
 
 _OPEN = State.OPEN
+_CONTROL = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))
+#: headers of unmasked text and binary frames of up to 125 bytes
+_HEADERS = {op: [bytes((op, n)) for n in range(126)] for op in (0x81, 0x82)}
 OP_CONT, OP_TEXT, OP_BINARY, OP_PONG = Opcode.CONT, Opcode.TEXT, Opcode.BINARY, Opcode.PONG
+#: tasks that must not be garbage-collected while they run
+_TASKS: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -79,34 +94,66 @@ class _Connection(ServerConnection):
 
     websockets handles the handshake and control frames (ping, pong, close)
     as usual; data frames are handed to :meth:`SignalingServer._receive` from
-    ``data_received`` and replies are buffered in the protocol until
-    :meth:`SignalingServer._flush`. Attributes that are rarely set live on the
-    class (an instance only stores them once they change).
+    ``data_received`` and replies are buffered until
+    :meth:`SignalingServer._flush`.
     """
 
-    owner: SignalingServer | None = None
-    conn_id: ConnId = 0
-    #: queued for :meth:`SignalingServer._flush`
-    dirty = False
-    #: frames not routed yet, and actions waiting for ``waiting_on`` to drain
-    backlog: collections.deque[Data | Action] | None = None
-    #: the connection whose full write buffer holds our next action
-    waiting_on: _Connection | None = None
-    #: the forward written to ``waiting_on`` whose ack is held (None: a reply)
-    waiting_for: Forward | None = None
-    #: senders whose progress waits for our write buffer to drain
-    blocked: list[_Connection] | None = None
-    reading_paused = False
-    #: set once the connection is failed: its data frames are ignored
-    failed = False
-    #: resolved when the backlog is empty and nothing is held (see _handle)
-    idle: asyncio.Future[None] | None = None
-    #: fragments of a message in progress, and whether it is text
-    fragments: list[bytes] | None = None
-    fragments_text = False
-    #: payload of the keepalive ping awaiting its pong, and when it was sent
-    ping_payload: bytes | None = None
-    ping_sent = 0.0
+    # Slots, not instance attributes: websockets already sets 27, and past 30
+    # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
+    __slots__ = (
+        "backlog",
+        "blocked",
+        "conn_id",
+        "dirty",
+        "failed",
+        "fragments",
+        "fragments_text",
+        "frame_limit",
+        "idle",
+        "out",
+        "owner",
+        "partial",
+        "ping_payload",
+        "ping_sent",
+        "reading_paused",
+        "slow",
+        "waiting_for",
+        "waiting_on",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner: SignalingServer | None = None
+        self.conn_id: ConnId = 0
+        #: queued for :meth:`SignalingServer._flush`
+        self.dirty = False
+        #: frames written outside the protocol, sent before its own output
+        self.out: list[bytes] | None = None
+        #: frames not routed yet, and actions waiting for ``waiting_on`` to drain
+        self.backlog: collections.deque[Data | Action] | None = None
+        #: the connection whose full write buffer holds our next action
+        self.waiting_on: _Connection | None = None
+        #: the forward written to ``waiting_on`` whose ack is held (None: a reply)
+        self.waiting_for: Forward | None = None
+        #: senders whose progress waits for our write buffer to drain
+        self.blocked: list[_Connection] | None = None
+        self.reading_paused = False
+        #: set once the connection is failed: its data frames are ignored
+        self.failed = False
+        #: resolved when the backlog is empty and nothing is held (see _handle)
+        self.idle: asyncio.Future[None] | None = None
+        #: fragments of a message in progress, and whether it is text
+        self.fragments: list[bytes] | None = None
+        self.fragments_text = False
+        #: payload of the keepalive ping awaiting its pong, and when it was sent
+        self.ping_payload: bytes | None = None
+        self.ping_sent = 0.0
+        #: websockets parses every incoming byte of this connection (see _parse)
+        self.slow = False
+        #: the start of an incomplete frame (see _parse)
+        self.partial = b""
+        #: the largest frame websockets accepts (its ``max_size``)
+        self.frame_limit = 0
 
     # -- incoming ------------------------------------------------------------
 
@@ -172,7 +219,9 @@ class _Connection(ServerConnection):
         except Exception as exc:
             self.set_connection_exc(exc)
             self.transport.abort()
-        self.loop.create_task(self._abort_after_close_timeout())
+        task = self.loop.create_task(self._abort_after_close_timeout())
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
 
     async def _abort_after_close_timeout(self) -> None:
         try:
@@ -195,16 +244,130 @@ class _Connection(ServerConnection):
             self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
         owner = self.owner
+        if owner is not None and not self.slow:
+            self._parse(data, owner)
+        else:
+            opening = self.request is None
+            super().data_received(data)
+            if not opening or (self.request is not None and not data.endswith(b"\r\n\r\n")):
+                # Bytes after the opening handshake came before its response
+                # (or the handshake ended mid-chunk): websockets keeps parsing
+                # this connection, as it may be in the middle of a frame.
+                self.slow = True
         if owner is not None and owner._dirty:
             owner._flush()
 
+    def _parse(self, data: bytes, owner: SignalingServer) -> None:
+        """Cut ``data`` into frames; route unfragmented data frames directly.
+
+        websockets' parser (a generator per connection) costs more than the
+        rest of a relay; this one reads the frame headers itself and hands
+        every frame it does not route (control frames, fragments, anything
+        websockets would reject) whole to websockets, so websockets' parser
+        is always at a frame boundary and applies its own rules to them.
+        """
+        buf = self.partial + data if self.partial else data
+        self.partial = b""
+        protocol = self.protocol
+        limit = self.frame_limit
+        end, size = 0, len(buf)
+        while end < size:
+            if protocol.state is not _OPEN:  # closing: websockets discards the rest
+                super().data_received(buf[end:])
+                return
+            pos = end
+            if size - pos < 2:
+                break
+            b0, b1 = buf[pos], buf[pos + 1]
+            opcode = b0 & 0x0F
+            if (
+                not b1 & 0x80  # client frames must be masked
+                or b0 & 0x70  # no extension: reserved bits must be 0
+                or (opcode > 2 and (opcode not in _CONTROL or (b1 & 0x7F) > 125 or not b0 & 0x80))
+            ):
+                # websockets fails the connection: let it see the frame now
+                self.slow = True
+                super().data_received(buf[pos:])
+                return
+            length = b1 & 0x7F
+            if length < 126:
+                start = pos + 6
+            elif length == 126:
+                start = pos + 8
+                length = int.from_bytes(buf[pos + 2 : pos + 4])
+            else:
+                start = pos + 14
+                length = int.from_bytes(buf[pos + 2 : pos + 10])
+            if length > limit and size >= start - 4:  # (once the length is complete)
+                self.slow = True  # websockets closes with 1009
+                super().data_received(buf[pos:])
+                return
+            end = start + length
+            if end > size:  # (also when the header itself is incomplete)
+                end = pos
+                break
+            if (b0 == 0x82 or b0 == 0x81) and self.fragments is None:
+                payload = apply_mask(buf[start:end], buf[start - 4 : start])
+                if b0 == 0x82:
+                    message: Data = payload
+                else:
+                    try:
+                        message = payload.decode()
+                    except UnicodeDecodeError as exc:
+                        self.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                        continue
+                if self.waiting_on is not None or self.backlog:
+                    self.hold(message)
+                else:
+                    owner._receive(self, message)
+            else:
+                super().data_received(buf[pos:end])
+        if end < size:
+            self.partial = buf[end:]
+
+    def start(self, owner: SignalingServer, conn: ConnId) -> None:
+        """The handler runs: route frames from now on."""
+        protocol = self.protocol
+        limits = [n for n in (protocol.max_message_size, protocol.max_fragment_size) if n]
+        self.frame_limit = min(limits) if limits else 2**63
+        if self.debug:  # websockets logs every frame it parses
+            self.slow = True
+        self.conn_id = conn
+        self.owner = owner
+
+    def eof_received(self) -> None:
+        if self.partial:  # websockets must see the truncated frame
+            partial, self.partial = self.partial, b""
+            super().data_received(partial)
+        super().eof_received()
+
     # -- outgoing ------------------------------------------------------------
 
+    def write_frame(self, message: Data) -> None:
+        """Queue a data frame (the protocol must be OPEN), as ``send`` would."""
+        if isinstance(message, str):
+            data, head = message.encode(), 0x81
+        else:
+            data, head = message, 0x82
+        n = len(data)
+        if n < 126:
+            header = _HEADERS[head][n]
+        elif n < 65536:
+            header = struct.pack("!BBH", head, 126, n)
+        else:
+            header = struct.pack("!BBQ", head, 127, n)
+        out = self.out
+        if out is None:
+            self.out = [header, data]
+        else:
+            out.append(header)
+            out.append(data)
+
     def send_data(self) -> None:
-        """Write the protocol's pending output with as few writes as possible."""
-        pending: list[bytes] = []
+        """Write pending output with as few writes as possible."""
+        pending = self.out or []
+        self.out = None
         for data in self.protocol.data_to_send():
             if data:
                 pending.append(data)
@@ -243,7 +406,7 @@ class SignalingServer:
         self._connections: dict[ConnId, _Connection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
-        #: connections with output buffered in their protocol, to flush
+        #: connections with buffered output, to flush
         self._dirty: list[_Connection] = []
         self._keepalive_task: asyncio.Task[None] | None = None
 
@@ -323,12 +486,16 @@ class SignalingServer:
         assert isinstance(ws, _Connection)
         conn = next(self._ids)
         path = Path(urlsplit(ws.request.path).path if ws.request else "/offer")
-        ws.conn_id = conn
+        # Nothing reads the handshake's headers any more: free them (~2.4 KiB
+        # per connection, a sixth of an idle connection's memory).
+        for message in (ws.request, ws.response):
+            if message is not None:
+                message.headers = Headers()
         self._connections[conn] = ws
         self.router.connect(conn, path)
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
         try:
-            ws.owner = self
+            ws.start(self, conn)
             self._run_backlog(ws)  # frames that came before this task started
             self._flush()
             await ws.wait_closed()
@@ -378,10 +545,7 @@ class SignalingServer:
         protocol = target.protocol
         if protocol.state is not _OPEN:
             return False  # as ``send`` raising ConnectionClosed, ignored for replies
-        if isinstance(frame, str):
-            protocol.send_text(frame.encode())
-        else:
-            protocol.send_binary(frame)
+        target.write_frame(frame)
         if target.transport.get_write_buffer_size():
             # The target is already behind: write now to learn if it is full,
             # as ``await send()`` would (otherwise: one write per batch).

@@ -1,0 +1,505 @@
+"""Shared helpers for the benchmark scripts (not a test module, not public API).
+
+- the workload: the real Offer frame of the Go demo (golden session, line 3);
+- a lean WebSocket client (an :class:`asyncio.Protocol` that writes pre-masked
+  frames and only parses frame headers), so that the load generator costs far
+  less CPU than the servers it measures;
+- starting, watching and stopping the servers under test (``rtc-signal
+  serve``, the naive relay, the PeerJS server), all on loopback;
+- /proc readers (RSS, CPU time) and the median/table helpers.
+
+The benchmark scripts import this file as ``_common`` (they are run as
+``python benchmarks/<name>.py``, which puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import os
+import resource
+import shlex
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = HERE / ".cache"
+PEERJS_DIR = CACHE / "peerjs"
+GOLDEN = REPO.parent / "shared" / "docs" / "golden" / "go-demo-session.jsonl"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- the workload ---------------------------------------------------------------
+
+
+def golden_frames() -> list[dict[str, Any]]:
+    path = Path(os.environ.get("RTC_SIGNAL_GOLDEN", GOLDEN))
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def golden_offer_frame() -> bytes:
+    """The 3rd golden frame: a real Offer (command 3) sent by a Go offer peer."""
+    frame = golden_frames()[2]
+    assert frame["path"] == "/offer" and frame["dir"] == "client->server", frame
+    return str(frame["frame"]).encode()
+
+
+def golden_offer_body() -> bytes:
+    """The Offer's body: the JSON ``{"type":"offer","sdp":"..."}`` of the Go peer."""
+    outer = json.loads(golden_offer_frame())
+    assert outer["command"] == 3
+    request = json.loads(base64.b64decode(outer["payload"]))
+    return base64.b64decode(request["body"])
+
+
+def golden_sdp() -> str:
+    return str(json.loads(golden_offer_body())["sdp"])
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def rtc_request(command: int, source: str, target: str, body: bytes | None) -> bytes:
+    """A request frame exactly as the Go demo encodes it (and ``proto`` does)."""
+    body_json = "null" if body is None else json.dumps(b64(body))
+    payload = (
+        f'{{"source":{json.dumps(source)},"target":{json.dumps(target)},"body":{body_json}}}'
+    ).encode()
+    return f'{{"command":{command},"payload":"{b64(payload)}"}}'.encode()
+
+
+def rtc_response(command: int, code: int, msg: str) -> bytes:
+    payload = f'{{"code":{code},"msg":{json.dumps(msg)}}}'.encode()
+    return f'{{"command":{command},"payload":"{b64(payload)}"}}'.encode()
+
+
+# -- a lean WebSocket client ------------------------------------------------------
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
+_MASK = b"\x5a\x3c\x96\xe1"
+
+
+def client_frame(payload: bytes, opcode: int = OP_BINARY, mask: bytes = _MASK) -> bytes:
+    """A complete masked client frame. The benchmark reuses it: the same mask key
+    on every copy is allowed by servers (they only unmask), and it makes sending
+    a frame a plain ``transport.write``."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    key = (mask * (n // 4 + 1))[:n]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    return head + mask + masked
+
+
+class LeanWs(asyncio.Protocol):
+    """A minimal WebSocket client: handshake, pre-built frames out, headers in.
+
+    Subclasses override :meth:`on_frame` (called for every data frame with the
+    receive buffer and the payload's bounds, no copy) and :meth:`after_batch`
+    (called once per ``data_received``). Pings are answered; a close frame
+    closes the transport. Until :meth:`stop_capturing`, data frames are queued
+    instead, for :meth:`next_frame` (replies such as 101 or OPEN).
+    """
+
+    def __init__(self, host: str, port: int, resource: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._request = (
+            f"GET {resource} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {b64(os.urandom(16))}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        #: until :meth:`stop_capturing`, data frames are queued for :meth:`next_frame`
+        self.capturing = True
+        self.inbox: collections.deque[bytes] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self._open = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self._request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in (self.opened, self.waiter, self.lost):
+            if fut is not None and not fut.done():
+                if fut is self.lost:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(ConnectionError(f"connection lost: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self._open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            if b" 101 " not in status:
+                if not self.opened.done():
+                    self.opened.set_exception(ConnectionError(f"handshake failed: {status!r}"))
+                return
+            del buf[: end + 4]
+            self._open = True
+            self.opened.set_result(None)
+        self._parse()
+
+    def _parse(self) -> None:
+        buf = self.buf
+        n = len(buf)
+        pos = 0
+        while n - pos >= 2:
+            b1 = buf[pos + 1] & 0x7F
+            if b1 < 126:
+                start = pos + 2
+                length = b1
+            elif b1 == 126:
+                if n - pos < 4:
+                    break
+                start = pos + 4
+                (length,) = struct.unpack_from("!H", buf, pos + 2)
+            else:
+                if n - pos < 10:
+                    break
+                start = pos + 10
+                (length,) = struct.unpack_from("!Q", buf, pos + 2)
+            end = start + length
+            if end > n:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == OP_BINARY or opcode == OP_TEXT:  # noqa: SIM109 (hot path: no tuple)
+                if self.capturing:
+                    self.inbox.append(bytes(buf[start:end]))
+                    waiter = self.waiter
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                else:
+                    self.on_frame(buf, start, end)
+            elif opcode == OP_PING:
+                self.write(client_frame(bytes(buf[start:end]), OP_PONG))
+            elif opcode == OP_CLOSE:
+                assert self.transport is not None
+                self.transport.close()
+                break
+            pos = end
+        if pos:
+            del buf[:pos]
+        self.after_batch()
+
+    # for subclasses
+    def on_frame(self, buf: bytearray, start: int, end: int) -> None:
+        """A data frame arrived (payload is ``buf[start:end]``)."""
+
+    def after_batch(self) -> None:
+        """Every frame of one ``data_received`` call was handled."""
+
+    # helpers
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def request(self, frame: bytes, timeout: float = 10.0) -> bytes:
+        """Send a (masked) frame and return the payload of the next data frame."""
+        self.write(frame)
+        return await self.next_frame(timeout)
+
+    async def next_frame(self, timeout: float = 10.0) -> bytes:
+        """The payload of the next data frame (while capturing)."""
+        while not self.inbox:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self.waiter, timeout)
+        return self.inbox.popleft()
+
+    def stop_capturing(self) -> None:
+        """From now on, data frames go to :meth:`on_frame`."""
+        assert not self.inbox, f"unread frames: {list(self.inbox)[:3]!r}"
+        self.capturing = False
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(client_frame(struct.pack("!H", 1000), OP_CLOSE))
+            self.transport.close()
+
+
+P = TypeVar("P", bound=LeanWs)
+
+
+async def connect(factory: Callable[[], P], host: str, port: int, timeout: float = 10.0) -> P:
+    loop = asyncio.get_running_loop()
+    _, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    await asyncio.wait_for(proto.opened, timeout)
+    return proto
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+@dataclass
+class ServerProc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    stderr_path: str
+    info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stderr_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(Path(self.stderr_path).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        with contextlib.suppress(OSError):
+            os.unlink(self.stderr_path)
+
+
+def _start(
+    name: str, argv: Sequence[str], cwd: Path | None = None, timeout: float = 20.0
+) -> ServerProc:
+    """Start a server that prints ``listening on ws://HOST:PORT`` on stdout."""
+    fd, err_path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=fd,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        preexec_fn=raise_fd_limit,  # the children need many fds too
+    )
+    os.close(fd)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    data = b""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            data += chunk
+            for line in data.decode(errors="replace").splitlines():
+                if line.startswith("listening on "):
+                    return ServerProc(
+                        name, proc, line.removeprefix("listening on ").strip(), err_path
+                    )
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    tail = Path(err_path).read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"{name} did not start (stdout {data!r}):\n{tail}")
+
+
+def start_rtc_signal() -> ServerProc:
+    exe = shutil.which("rtc-signal")
+    argv = [exe] if exe else [sys.executable, "-c", "from signaling.cli import main; main()"]
+    return _start("rtc-signal", [*argv, "serve", "--port", "0", "--log-level", "warning"])
+
+
+def start_naive() -> ServerProc:
+    return _start("naive", [sys.executable, str(HERE / "_naive_relay.py"), "--port", "0"])
+
+
+_PEERJS_SCRIPT = """\
+// Started by benchmarks/_common.py: the PeerJS server on loopback, port 0.
+const { PeerServer } = require("peer");
+const server = PeerServer(
+  { host: "127.0.0.1", port: 0, path: "/", key: "peerjs", concurrent_limit: 1000000 },
+  (srv) => {
+    console.log(`listening on ws://127.0.0.1:${srv.address().port}`);
+  },
+);
+for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => process.exit(0));
+"""
+
+
+def ensure_peerjs(quiet: bool = True) -> Path:
+    """``npm install peer`` into benchmarks/.cache/peerjs (once); return the folder."""
+    PEERJS_DIR.mkdir(parents=True, exist_ok=True)
+    (PEERJS_DIR / "serve.js").write_text(_PEERJS_SCRIPT)
+    if not (PEERJS_DIR / "node_modules" / "peer" / "package.json").exists():
+        pkg = PEERJS_DIR / "package.json"
+        if not pkg.exists():
+            pkg.write_text('{"name": "rtc-signal-bench-peerjs", "private": true}\n')
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is not installed; cannot benchmark PeerJS")
+        print(
+            f"installing the PeerJS server (npm install peer) into {PEERJS_DIR} ...",
+            file=sys.stderr,
+        )
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "peer"],
+            cwd=PEERJS_DIR,
+            check=True,
+            timeout=300,
+            stdout=subprocess.DEVNULL if quiet else None,
+        )
+    return PEERJS_DIR
+
+
+def peerjs_version() -> str:
+    data = json.loads((PEERJS_DIR / "node_modules" / "peer" / "package.json").read_text())
+    return str(data["version"])
+
+
+def start_peerjs() -> ServerProc:
+    folder = ensure_peerjs()
+    node = shutil.which("node") or "node"
+    server = _start("peerjs", [node, "serve.js"], cwd=folder)
+    server.info["version"] = peerjs_version()
+    return server
+
+
+def start_command(name: str, command: str) -> ServerProc:
+    """Any server of the rtc-signal protocol started by a shell-like command line."""
+    return _start(name, shlex.split(command))
+
+
+STARTERS: dict[str, Callable[[], ServerProc]] = {
+    "rtc-signal": start_rtc_signal,
+    "naive": start_naive,
+    "peerjs": start_peerjs,
+}
+
+
+def run_worker(script: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``script --worker CFG`` (the load generator) in its own process."""
+    proc = subprocess.run(
+        [sys.executable, script, "--worker", json.dumps(cfg)],
+        capture_output=True,
+        timeout=timeout,
+        preexec_fn=raise_fd_limit,
+        check=False,
+    )
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"worker failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def set_deadline(seconds: float) -> None:
+    """Bound the whole run: SIGALRM ends the process (children are stopped by
+    the ``finally`` blocks of the scripts)."""
+
+    def _expired(signum: int, frame: object) -> None:
+        raise TimeoutError(f"benchmark exceeded its {seconds:.0f} s time limit")
+
+    signal.signal(signal.SIGALRM, _expired)
+    signal.alarm(max(1, int(seconds)))
+
+
+# -- statistics and tables --------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    def spread(self, fmt: str = "{:,.0f}") -> str:
+        if not self.values:
+            return "-"
+        lo, hi = fmt.format(min(self.values)), fmt.format(max(self.values))
+        return f"{fmt.format(self.median)} ({lo}-{hi})"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(headers), sep, *(fmt(r) for r in rows)])
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} CPU(s) ({cpu}), Python {sys.version.split()[0]}, "
+        f"Linux {os.uname().release}"
+    )
