@@ -31,6 +31,7 @@ from proto.errors import (
     ProtocolError,
     UnknownCommand,
 )
+from proto.routing import RouteHeader, peek_request
 
 __all__ = [
     "CANDIDATE_PREFIX",
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "Response",
+    "RouteHeader",
     "SessionDescription",
     "UnknownCommand",
     "decode",
@@ -54,4 +56,5 @@ __all__ = [
     "encode_candidate",
     "encode_request",
     "encode_response",
+    "peek_request",
 ]

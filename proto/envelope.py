@@ -189,7 +189,8 @@ def _first_error(exc: pydantic.ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def _reject_constant(name: str) -> None:
+def reject_json_constant(name: str) -> None:
+    """``parse_constant`` hook: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 
@@ -198,7 +199,7 @@ def validate_json(model: type[Any], data: bytes, what: str, command: Command | N
     cls = MalformedFrame if command is None else InvalidPayload
     try:
         # Decode UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
-        obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        obj = json.loads(data.decode("utf-8"), parse_constant=reject_json_constant)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise cls(f"{what} is not JSON: {exc}", command) from None
     if not isinstance(obj, dict):

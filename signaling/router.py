@@ -20,14 +20,12 @@ Rules (codes are documented in the README):
 
 from __future__ import annotations
 
-import binascii
 import enum
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 
-from proto import Command, ProtocolError, decode, encode_response
+from proto import Command, ProtocolError, decode, encode_response, peek_request
 
 log = logging.getLogger(__name__)
 
@@ -121,129 +119,7 @@ def _reply_to(command: Command | None) -> Command:
     return Command.ERROR if command is None else command.response
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-_json = json.JSONDecoder(parse_constant=_reject_constant).decode
-_a2b = binascii.a2b_base64
-_REQUESTS = {int(c): c for c in Command if c.is_request}
 _RESPONSE = {c: c.response for c in Command}
-_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-#: what may not appear raw in a JSON string
-_NOT_IN_STRING = bytes(range(32)) + b'"\\'
-
-
-def _b64(text: object) -> bytes | None:
-    """Standard padded base64 as :func:`proto.gojson.b64decode` accepts it, or None."""
-    if type(text) is not str or not text.isascii():
-        return None
-    try:
-        data = _a2b(text.encode(), strict_mode=True)
-    except binascii.Error:
-        return None
-    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
-
-
-def _is_b64(data: bytes) -> bool:
-    """:func:`_b64` would accept ``data`` (validation only, without decoding)."""
-    if len(data) % 4:
-        return False
-    rest = data.translate(None, _ALPHABET)  # only the padding may remain, at the end
-    return not rest or (rest == b"=" == data[-1:]) or (rest == b"==" == data[-2:])
-
-
-def _json_string(data: bytes) -> str | None:
-    """The value of the JSON string literal ``"<data>"`` when it has no escapes."""
-    if len(data.translate(None, _NOT_IN_STRING)) != len(data):
-        return None
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def _go_request(data: bytes) -> tuple[Command, str, str] | None:
-    """:func:`_quick_request` for a frame laid out exactly as Go writes it::
-
-        {"command":3,"payload":"<base64 of {"source":"..","target":"..","body":..}>"}
-
-    The layout makes each value's extent certain (base64 and escape-free
-    strings contain no quote), so the values are read by slicing instead of
-    JSON parsing; the checks are the same. Any other layout returns None.
-    """
-    if data[:11] != b'{"command":' or data[12:24] != b',"payload":"' or data[-2:] != b'"}':
-        return None
-    command = _REQUESTS.get(data[11] - 48)
-    if command is None:
-        return None
-    encoded = data[24:-2]
-    try:
-        payload = _a2b(encoded, strict_mode=True)
-    except binascii.Error:
-        return None
-    if len(encoded) != 4 * ((len(payload) + 2) // 3) or payload[:11] != b'{"source":"':
-        return None
-    i = payload.find(b'","target":"', 11)
-    j = payload.find(b'","body":', i + 12) if i > 0 else -1
-    if j < 0:
-        return None
-    source = _json_string(payload[11:i])
-    target = _json_string(payload[i + 12 : j])
-    if source is None or target is None:
-        return None
-    body = payload[j + 9 :]
-    if body == b"null}" or (body[:1] == b'"' and body[-2:] == b'"}' and _is_b64(body[1:-2])):
-        return command, source, target
-    return None
-
-
-def _quick_request(frame: Frame) -> tuple[Command, str, str] | None:
-    """``(command, source, target)`` of a well-formed request frame, or None.
-
-    The hot path: the same checks as :func:`proto.decode` (strict UTF-8 and
-    JSON, an int command, standard padded base64 payload and body, string IDs,
-    unknown fields ignored) without building pydantic models. It only accepts
-    frames that ``decode`` accepts, with the same values; anything else
-    (responses, errors, oddities) returns None and goes through ``decode``,
-    which builds the exact error reply.
-    """
-    if isinstance(frame, bytes) or frame.isascii():
-        quick = _go_request(frame if isinstance(frame, bytes) else frame.encode())
-        if quick is not None:
-            return quick
-    try:
-        if isinstance(frame, str):
-            if not frame.isascii():
-                frame.encode()  # proto refuses a str that is not valid Unicode
-            outer = _json(frame)
-        else:
-            outer = _json(frame.decode())
-        if type(outer) is not dict:
-            return None
-        raw = outer.get("command")
-        command = _REQUESTS.get(raw) if type(raw) is int else None
-        if command is None:
-            return None
-        payload = _b64(outer.get("payload"))
-        if payload is None:
-            return None
-        request = _json(payload.decode())
-        if type(request) is not dict:
-            return None
-        source = request.get("source", "")
-        target = request.get("target", "")
-        body = request.get("body")
-        if type(source) is not str or type(target) is not str:
-            return None
-        if not (source.isascii() and target.isascii()):
-            source.encode()  # proto refuses lone surrogates ("\ud800")
-            target.encode()
-        if body is not None and _b64(body) is None:
-            return None
-    except (ValueError, RecursionError):  # UnicodeError is a ValueError
-        return None
-    return command, source, target
 
 
 class _Replies:
@@ -331,7 +207,7 @@ class Router:
                     text,
                 )
             ]
-        quick = _quick_request(frame)
+        quick = peek_request(frame)
         if quick is not None:
             command, source, target = quick
         else:

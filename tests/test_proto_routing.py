@@ -1,6 +1,6 @@
-"""The router's fast request decoder agrees with :func:`proto.decode`.
+"""proto.peek_request (the fast request reader) agrees with :func:`proto.decode`.
 
-``signaling.router._quick_request`` reads request frames without pydantic
+``proto.peek_request`` reads request frames without pydantic
 (and, for frames laid out as Go writes them, without JSON parsing). It must
 accept exactly the frames ``proto.decode`` accepts as requests, with the same
 command, source and target, and leave everything else to ``decode``.
@@ -14,14 +14,13 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proto import ProtocolError, decode
+from proto import ProtocolError, decode, peek_request
 from proto.gojson import go_string
-from signaling.router import _quick_request
 from tests.helpers_golden import golden_frames
 
 
 def agrees(frame: bytes | str) -> None:
-    quick = _quick_request(frame)
+    quick = peek_request(frame)
     try:
         envelope = decode(frame)
     except ProtocolError:
@@ -121,4 +120,4 @@ def test_golden_requests_take_the_fast_path() -> None:
         for variant in (raw, raw.decode()):
             agrees(variant)
             if decode(variant).command.is_request:
-                assert _quick_request(variant) is not None
+                assert peek_request(variant) is not None

@@ -1,0 +1,144 @@
+"""What routing needs of a request frame, read fast: command, source, target.
+
+A relay reads every frame it forwards; building pydantic models for that is
+most of its cost. :func:`peek_request` makes exactly the checks of
+:func:`proto.decode` (strict UTF-8 and JSON, an int request command, standard
+padded base64 payload and body, string IDs) with ``json`` and ``binascii``
+alone (and, for frames in Go's exact layout, by slicing), and returns None for
+anything else, which the caller then hands to :func:`proto.decode` for the
+precise error. ``tests/test_proto_routing.py`` checks the two agree.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from typing import NamedTuple
+
+from proto.envelope import Command, reject_json_constant
+
+
+class RouteHeader(NamedTuple):
+    command: Command
+    source: str
+    target: str
+
+
+_json = json.JSONDecoder(parse_constant=reject_json_constant).decode
+_a2b = binascii.a2b_base64
+_REQUESTS = {int(c): c for c in Command if c.is_request}
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: what may not appear raw in a JSON string
+_NOT_IN_STRING = bytes(range(32)) + b'"\\'
+
+
+def _b64(text: object) -> bytes | None:
+    """Standard padded base64 as :func:`proto.gojson.b64decode` accepts it, or None."""
+    if type(text) is not str or not text.isascii():
+        return None
+    try:
+        data = _a2b(text.encode(), strict_mode=True)
+    except binascii.Error:
+        return None
+    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
+
+
+def _is_b64(data: bytes) -> bool:
+    """:func:`_b64` would accept ``data`` (validation only, without decoding)."""
+    if len(data) % 4:
+        return False
+    rest = data.translate(None, _ALPHABET)  # only the padding may remain, at the end
+    return not rest or (rest == b"=" == data[-1:]) or (rest == b"==" == data[-2:])
+
+
+def _json_string(data: bytes) -> str | None:
+    """The value of the JSON string literal ``"<data>"`` when it has no escapes."""
+    if len(data.translate(None, _NOT_IN_STRING)) != len(data):
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _go_request(data: bytes) -> RouteHeader | None:
+    """:func:`peek_request` for a frame laid out exactly as Go writes it::
+
+        {"command":3,"payload":"<base64 of {"source":"..","target":"..","body":..}>"}
+
+    The layout makes each value's extent certain (base64 and escape-free
+    strings contain no quote), so the values are read by slicing instead of
+    JSON parsing; the checks are the same. Any other layout returns None.
+    """
+    if data[:11] != b'{"command":' or data[12:24] != b',"payload":"' or data[-2:] != b'"}':
+        return None
+    command = _REQUESTS.get(data[11] - 48)
+    if command is None:
+        return None
+    encoded = data[24:-2]
+    try:
+        payload = _a2b(encoded, strict_mode=True)
+    except binascii.Error:
+        return None
+    if len(encoded) != 4 * ((len(payload) + 2) // 3) or payload[:11] != b'{"source":"':
+        return None
+    i = payload.find(b'","target":"', 11)
+    j = payload.find(b'","body":', i + 12) if i > 0 else -1
+    if j < 0:
+        return None
+    source = _json_string(payload[11:i])
+    target = _json_string(payload[i + 12 : j])
+    if source is None or target is None:
+        return None
+    body = payload[j + 9 :]
+    if body == b"null}" or (body[:1] == b'"' and body[-2:] == b'"}' and _is_b64(body[1:-2])):
+        return RouteHeader(command, source, target)
+    return None
+
+
+def peek_request(frame: bytes | str) -> RouteHeader | None:
+    """``(command, source, target)`` of a well-formed request frame, or None.
+
+    The hot path: the same checks as :func:`proto.decode` (strict UTF-8 and
+    JSON, an int command, standard padded base64 payload and body, string IDs,
+    unknown fields ignored) without building pydantic models. It only accepts
+    frames that ``decode`` accepts, with the same values; anything else
+    (responses, errors, oddities) returns None and goes through ``decode``,
+    which builds the exact error reply.
+    """
+    if isinstance(frame, bytes) or frame.isascii():
+        quick = _go_request(frame if isinstance(frame, bytes) else frame.encode())
+        if quick is not None:
+            return quick
+    try:
+        if isinstance(frame, str):
+            if not frame.isascii():
+                frame.encode()  # proto refuses a str that is not valid Unicode
+            outer = _json(frame)
+        else:
+            outer = _json(frame.decode())
+        if type(outer) is not dict:
+            return None
+        raw = outer.get("command")
+        command = _REQUESTS.get(raw) if type(raw) is int else None
+        if command is None:
+            return None
+        payload = _b64(outer.get("payload"))
+        if payload is None:
+            return None
+        request = _json(payload.decode())
+        if type(request) is not dict:
+            return None
+        source = request.get("source", "")
+        target = request.get("target", "")
+        body = request.get("body")
+        if type(source) is not str or type(target) is not str:
+            return None
+        if not (source.isascii() and target.isascii()):
+            source.encode()  # proto refuses lone surrogates ("\ud800")
+            target.encode()
+        if body is not None and _b64(body) is None:
+            return None
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return RouteHeader(command, source, target)
