@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tests.conftest import start_server_process, stop_server_process
+
 PEER = [sys.executable, "-m", "peers.cli"]
-SERVER = [sys.executable, "-m", "signaling.cli"]
 LOOPBACK = ["--host-address", "127.0.0.1"]
 FAST = ["--interval", "0.2", "--count", "5"]
 
@@ -26,29 +26,6 @@ class Finished:
 
     def lines(self, prefix: str) -> list[str]:
         return [line for line in self.stdout.splitlines() if line.startswith(prefix)]
-
-
-def start_server(*extra: str) -> tuple[subprocess.Popen[str], str]:
-    """Start ``rtc-signal serve --port 0``; return the process and its ws:// URL."""
-    proc = subprocess.Popen(
-        [*SERVER, "serve", "--port", "0", "--log-level", "info", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 15
-    line = ""
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("listening on "):
-            return proc, line.split()[-1]
-        if proc.poll() is not None:
-            break
-    stop(proc)
-    raise RuntimeError(
-        f"rtc-signal did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-    )
 
 
 def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float = 10) -> Finished:
@@ -66,11 +43,12 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout: float 
 
 @contextlib.contextmanager
 def server(*extra: str) -> Iterator[str]:
-    proc, url = start_server(*extra)
+    """A real ``rtc-signal serve`` on a free loopback port; yields its ws:// URL."""
+    proc, url = start_server_process(*extra)
     try:
         yield url
     finally:
-        stop(proc)
+        stop_server_process(proc)
 
 
 def start_peer(role: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -24,7 +24,15 @@ from websockets.asyncio.server import ServerConnection, serve
 
 import proto
 from peers import IceSettings, restrict_host_addresses
-from tests.integration.procs import LOOPBACK, run_peer, server, start_peer, wait, wait_registered
+from tests.integration.procs import (
+    LOOPBACK,
+    PEER,
+    run_peer,
+    server,
+    start_peer,
+    wait,
+    wait_registered,
+)
 
 # A copy of the shared docs' golden/go-demo-session.jsonl, so CI needs no more.
 GOLDEN_FILE = Path(__file__).resolve().parents[1] / "golden" / "go-demo-session.jsonl"
@@ -95,7 +103,7 @@ def test_answer_peer_speaks_the_go_protocol_to_the_recorded_server() -> None:
     async def main() -> None:
         async with scripted_server(script) as (url, done):
             proc = await asyncio.create_subprocess_exec(
-                *__import__("tests.integration.procs", fromlist=["PEER"]).PEER,
+                *PEER,
                 "answer",
                 "--id",
                 "answer-peer-1",
@@ -179,6 +187,12 @@ def split_candidates(sdp: str) -> tuple[str, list[str]]:
     return "\r\n".join(kept) + "\r\n", candidates
 
 
+async def trickle(ws: ClientConnection, source: str, target: str, lines: list[str]) -> None:
+    """Send each candidate line as its own Candidate request, as pion does."""
+    for line in lines:
+        await ws.send(proto.encode_request(proto.Command.CANDIDATE, source, target, line.encode()))
+
+
 async def go_style_peer_exchange(
     pc: RTCPeerConnection, channel_ready: asyncio.Future[object], greeting: str
 ) -> str:
@@ -223,12 +237,7 @@ def test_go_style_trickling_answer_peer_connects_with_our_offer_peer() -> None:
                     await ws.send(
                         proto.encode_request(proto.Command.ANSWER, "go-answer", caller, body)
                     )
-                    for line in candidates:
-                        await ws.send(
-                            proto.encode_request(
-                                proto.Command.CANDIDATE, "go-answer", caller, line.encode()
-                            )
-                        )
+                    await trickle(ws, "go-answer", caller, candidates)
                     exchange = asyncio.ensure_future(go_style_peer_exchange(pc, opened, "answer-1"))
                     try:
                         got["message"] = await exchange
@@ -299,12 +308,7 @@ def test_go_style_trickling_offer_peer_connects_with_our_answer_peer() -> None:
                         answer_frame.request.body, proto.Command.ANSWER, "answer"
                     )
                     await pc.setRemoteDescription(RTCSessionDescription(desc.sdp, desc.type))
-                    for line in candidates:
-                        await ws.send(
-                            proto.encode_request(
-                                proto.Command.CANDIDATE, "offer-peer-1", "ours", line.encode()
-                            )
-                        )
+                    await trickle(ws, "offer-peer-1", "ours", candidates)
                     try:
                         got["message"] = await go_style_peer_exchange(pc, opened, "offer-1")
                     finally:
