@@ -39,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CACHE = HERE / ".cache"
 PEERJS_DIR = CACHE / "peerjs"
-GOLDEN = REPO.parent / "shared" / "docs" / "golden" / "go-demo-session.jsonl"
+#: a copy of the shared docs' golden session, kept in the repository
+GOLDEN = REPO / "tests" / "golden" / "go-demo-session.jsonl"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
