@@ -197,6 +197,20 @@ async def offer(
     return await expect_response(ws, Command.OFFER_RESPONSE, expect_code)
 
 
+async def relay_offer(
+    offerer: ClientConnection,
+    receiver: ClientConnection,
+    source: str,
+    target: str,
+    sdp: str = "v=0\r\n",
+) -> None:
+    """Send an offer; it must be acked with code 0 and reach ``receiver`` byte for byte."""
+    sent = offer_frame(source, target, sdp)
+    await offerer.send(sent)
+    await expect_response(offerer, Command.OFFER_RESPONSE, 0)
+    assert await recv_frame(receiver) == sent
+
+
 def request_of(frame: bytes | str) -> Request:
     return decode(frame).request
 

@@ -33,6 +33,7 @@ from tests.conftest import (
     recv_envelope,
     recv_frame,
     register,
+    relay_offer,
     request_of,
     run,
     running_server,
@@ -83,10 +84,7 @@ def test_full_flow_acks_and_forwards_verbatim() -> None:
             await register(answerer, "alice")
             assert server.router.answer_peers() == ["alice"]
 
-            sent = offer_frame("bob", "alice", "v=0\r\no=- offer\r\n")
-            await offerer.send(sent)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(answerer) == sent
+            await relay_offer(offerer, answerer, "bob", "alice", "v=0\r\no=- offer\r\n")
             assert server.router.offer_peers() == ["bob"]
 
             await answerer.send(encode_response(Command.OFFER_RESPONSE, 0, "ok"))  # only logged
@@ -180,20 +178,14 @@ def test_duplicate_id_refused_with_409_and_first_registration_kept() -> None:
                 await expect_response(second, Command.INIT_RESPONSE, CONFLICT)
                 assert server.router.answer_peers() == ["alice"]
 
-                sent = offer_frame("bob", "alice")
-                await offerer.send(sent)
-                await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-                assert await recv_frame(first) == sent
+                await relay_offer(offerer, first, "bob", "alice")
                 await assert_silent(second)
                 # the refused connection stays usable with another ID
                 await register(second, "carol")
                 assert server.router.answer_peers() == ["alice", "carol"]
             # the refused peer leaving must not take the first registration with it
             await eventually(lambda: server.router.answer_peers() == ["alice"])
-            sent = offer_frame("bob", "alice", "v=0\r\nagain\r\n")
-            await offerer.send(sent)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(first) == sent
+            await relay_offer(offerer, first, "bob", "alice", "v=0\r\nagain\r\n")
 
     run(main())
 
@@ -210,10 +202,7 @@ def test_registration_disappears_when_connection_closes() -> None:
 
             async with client(server.url, "/register") as again:
                 await register(again, "alice")
-                sent = offer_frame("bob", "alice")
-                await offerer.send(sent)
-                await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-                assert await recv_frame(again) == sent
+                await relay_offer(offerer, again, "bob", "alice")
 
     run(main())
 
@@ -270,10 +259,7 @@ def test_unknown_target_is_refused_and_sender_continues() -> None:
                 response = await offer(offerer, "bob", target, expect_code=None)
                 assert response.code != 0 and response.code == NOT_FOUND
             assert server.router.offer_peers() == []
-            sent = offer_frame("bob", "alice")
-            await offerer.send(sent)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(answerer) == sent
+            await relay_offer(offerer, answerer, "bob", "alice")
             # the answer side: an answer to an unknown offer peer, then a good one
             await answerer.send(answer_frame("alice", "nobody"))
             response = await expect_response(answerer, Command.ANSWER_RESPONSE, None)
@@ -477,10 +463,7 @@ def test_malformed_frame_gets_400_and_connection_stays_usable(
             # both connections still work, and nothing got registered
             assert server.router.answer_peers() == []
             await register(answerer, "alice")
-            sent = offer_frame("bob", "alice")
-            await offerer.send(sent)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(answerer) == sent
+            await relay_offer(offerer, answerer, "bob", "alice")
 
     run(main())
 
@@ -533,10 +516,7 @@ def test_many_malformed_frames_in_a_row_keep_the_connection() -> None:
                 if envelope.response.code == 0:
                     forwarded = await recv_frame(answerer)
                     assert forwarded == frame
-            sent = offer_frame("bob", "alice")
-            await offerer.send(sent)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(answerer) == sent
+            await relay_offer(offerer, answerer, "bob", "alice")
 
     run(main())
 
@@ -674,10 +654,7 @@ def test_oversized_frame_gets_413_and_connection_stays_usable(text: bool) -> Non
                 await offerer.send(b"x" * (MAX + 10))  # unreadable command: ERROR
                 await expect_response(offerer, Command.ERROR, TOO_LARGE)
             await assert_silent(answerer)
-            sent_ok = offer_frame("bob", "alice")
-            await offerer.send(sent_ok)
-            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(answerer) == sent_ok
+            await relay_offer(offerer, answerer, "bob", "alice")
 
     run(main())
 
@@ -897,10 +874,7 @@ def test_bad_inputs_never_lose_another_peers_registration() -> None:
             await assert_silent(alice)
             assert server.router.answer_peers() == ["alice"]
             assert server.router.offer_peers() == ["bob"]
-            sent = offer_frame("bob", "alice", "v=0\r\nstill here\r\n")
-            await caller.send(sent)
-            await expect_response(caller, Command.OFFER_RESPONSE, 0)
-            assert await recv_frame(alice) == sent
+            await relay_offer(caller, alice, "bob", "alice", "v=0\r\nstill here\r\n")
             # and alice can still answer bob
             sent = answer_frame("alice", "bob")
             await alice.send(sent)
