@@ -14,10 +14,12 @@ The benchmark scripts import this file as ``_common`` (they are run as
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -431,6 +433,32 @@ STARTERS: dict[str, Callable[[], ServerProc]] = {
     "naive": start_naive,
     "peerjs": start_peerjs,
 }
+
+
+SERVERS = ("rtc-signal", "naive", "peerjs")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--servers``, ``--extra NAME=COMMAND`` and the hidden ``--worker`` of both scripts."""
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="also measure the rtc-signal protocol server started by COMMAND, which must "
+        "print 'listening on ws://HOST:PORT' (e.g. another version, for before/after)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def chosen_starters(args: argparse.Namespace) -> dict[str, Callable[[], ServerProc]]:
+    """The servers to measure, by name: ``--servers`` then every ``--extra``."""
+    starters = {name: STARTERS[name] for name in args.servers}
+    for extra in args.extra:
+        name, _, command = extra.partition("=")
+        starters[name] = functools.partial(start_command, name, command)
+    return starters
 
 
 def run_worker(script: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import os
 import sys
@@ -28,9 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (
     HOST,
-    STARTERS,
     LeanWs,
     Sample,
+    add_server_arguments,
+    chosen_starters,
     client_frame,
     connect,
     machine,
@@ -40,11 +40,9 @@ from _common import (
     rtc_response,
     run_worker,
     set_deadline,
-    start_command,
     table,
 )
 
-SERVERS = ("rtc-signal", "naive", "peerjs")
 TARGET_KIB = 16.0
 
 # -- the load generator (runs in its own process) --------------------------------
@@ -112,16 +110,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--peers", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--warm", type=int, default=20, help="warm-up connections")
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
-    parser.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="NAME=COMMAND",
-        help="also measure the rtc-signal protocol server started by COMMAND, which must "
-        "print 'listening on ws://HOST:PORT' (e.g. another version, for before/after)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     if args.worker:
@@ -130,10 +119,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(worker(json.loads(args.worker)))))
         return
 
-    starters = {name: STARTERS[name] for name in args.servers}
-    for extra in args.extra:
-        name, _, command = extra.partition("=")
-        starters[name] = functools.partial(start_command, name, command)
+    starters = chosen_starters(args)
     names = list(starters)
     limit = raise_fd_limit()
     if limit < max(args.peers) + 100:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import functools
 import json
 import os
 import sys
@@ -36,10 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (
     HOST,
-    STARTERS,
     LeanWs,
     Sample,
     ServerProc,
+    add_server_arguments,
+    chosen_starters,
     client_frame,
     connect,
     cpu_seconds,
@@ -52,11 +52,8 @@ from _common import (
     rtc_response,
     run_worker,
     set_deadline,
-    start_command,
     table,
 )
-
-SERVERS = ("rtc-signal", "naive", "peerjs")
 
 # -- the load generator (runs in its own process) --------------------------------
 
@@ -233,16 +230,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--window", type=int, default=32, help="frames in flight per pair")
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
-    parser.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="NAME=COMMAND",
-        help="also measure the rtc-signal protocol server started by COMMAND, which must "
-        "print 'listening on ws://HOST:PORT' (e.g. another version, for before/after)",
-    )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_server_arguments(parser)
     args = parser.parse_args()
 
     if args.worker:
@@ -252,10 +240,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    starters = {name: STARTERS[name] for name in args.servers}
-    for extra in args.extra:
-        name, _, command = extra.partition("=")
-        starters[name] = functools.partial(start_command, name, command)
+    starters = chosen_starters(args)
     names = list(starters)
     per_run = args.warmup + args.duration + 1.5
     set_deadline(30 + args.runs * len(args.pairs) * len(names) * per_run + 300)  # + npm install
