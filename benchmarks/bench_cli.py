@@ -435,6 +435,9 @@ def main() -> int:
         bench(args)
     except KeyboardInterrupt:
         return 130
+    except TimeoutError as exc:  # the --time-limit deadline (children already stopped)
+        print(f"bench_cli: {exc}", file=sys.stderr)
+        return 3
     finally:
         signal.alarm(0)
     return 0
