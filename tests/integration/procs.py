@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 from tests.conftest import start_server_process, stop_server_process
 
@@ -106,3 +109,61 @@ def wait_registered(
     proc.kill()
     reader.join(5)
     raise AssertionError("answer peer did not register:\n" + "".join(seen))
+
+
+@dataclass
+class FilePeer:
+    """A peer process whose stdout and stderr go to files: bytes kept exactly
+    (pipe mode), and never a full pipe however much it writes."""
+
+    proc: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    def stdout(self) -> bytes:
+        return self.stdout_path.read_bytes()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text("utf-8", "replace")
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit status (killed, and the test fails, if it does not exit in time)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(
+                f"process did not exit within {timeout} s:\n{self.stderr()}"
+            ) from None
+
+
+def start_file_peer(
+    role: str, *args: str, stdin: int | IO[Any], directory: Path, name: str
+) -> FilePeer:
+    """Start ``rtc-peer ROLE ARGS`` with the given stdin (a file, a descriptor,
+    ``subprocess.PIPE`` or ``DEVNULL``); stdout/stderr go to ``directory/name.out|.err``."""
+    out, err = directory / f"{name}.out", directory / f"{name}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen([*PEER, role, *args], stdin=stdin, stdout=stdout, stderr=stderr)
+    return FilePeer(proc, out, err)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_file_registered(peer: FilePeer, timeout: float = 15) -> None:
+    """Wait until an answer :class:`FilePeer` says on stderr that it registered."""
+
+    def registered() -> bool:
+        if peer.proc.poll() is not None:
+            raise AssertionError(f"answer peer exited {peer.proc.returncode}:\n{peer.stderr()}")
+        return "rtc-peer: registered as" in peer.stderr()
+
+    wait_until(registered, "the answer peer to register", timeout)
