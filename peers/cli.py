@@ -1,27 +1,49 @@
 """``rtc-peer``: offer and answer peers on the command line (a thin layer over
-:mod:`peers.session` and :mod:`peers.workloads`)."""
+:mod:`peers.session` and the workloads: :mod:`peers.workloads` (the demo's
+timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` (file
+transfer) and :mod:`peers.bench` (benchmark)).
+
+The offer side names its data channel after what it wants (``data``,
+``files``, ``bench``); the answer side runs what that label asks for, so
+``rtc-peer bench`` and ``rtc-peer send`` work against any ``rtc-peer answer``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
 
+from peers.bench import BENCH_LABEL, run_bench, serve_bench
 from peers.errors import PeerError
+from peers.files import FILES_LABEL, receive_files, refuse_files, send_files
 from peers.ice import IceSettings
 from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 from peers.signaling_client import DEFAULT_SIGNAL_URL
+from peers.stream import chat, pipe
 from peers.workloads import timer
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _apply(options: list[Decorator]) -> Decorator:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+_connection_options = _apply(
+    [
         click.option(
             "--signal",
             "signal_url",
@@ -53,21 +75,8 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "host_addresses",
             multiple=True,
             metavar="ADDR",
-            help="Gather host candidates only on this IP address (repeatable; "
-            "e.g. 127.0.0.1, which is otherwise skipped). Default: every address but loopback.",
-        ),
-        click.option(
-            "--interval",
-            default=5.0,
-            show_default=True,
-            type=click.FloatRange(0),
-            help="Seconds between timer messages.",
-        ),
-        click.option(
-            "--count",
-            type=click.IntRange(1),
-            default=None,
-            help="Stop after N messages sent and N received, then exit 0.",
+            help="Gather host candidates only on this IP address (repeatable; e.g. "
+            "127.0.0.1, which is otherwise skipped). Default: every address but loopback.",
         ),
         click.option(
             "--connect-timeout",
@@ -84,9 +93,39 @@ def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Logging threshold (logs go to stderr).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+)
+
+_data_options = _apply(
+    [
+        click.option(
+            "--interval",
+            default=5.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Seconds between timer messages.",
+        ),
+        click.option(
+            "--count",
+            type=click.IntRange(1),
+            default=None,
+            help="Timer: stop after N messages sent and N received, then exit 0.",
+        ),
+        click.option(
+            "--stdin",
+            "chat_mode",
+            is_flag=True,
+            help="Chat: send each line of stdin, print each message received; end of "
+            "stdin closes the channel once everything was delivered.",
+        ),
+        click.option(
+            "--pipe",
+            "pipe_mode",
+            is_flag=True,
+            help="Pipe: raw bytes from stdin to the channel and from the channel to "
+            "stdout (binary-safe, like netcat).",
+        ),
+    ]
+)
 
 
 def _config(opts: dict[str, Any]) -> PeerConfig:
@@ -112,7 +151,7 @@ def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(main)
+        _event_loop_runner()(main)
     except PeerError as exc:
         _fail(exc)
     except BaseExceptionGroup as group:  # raised through a TaskGroup
@@ -124,19 +163,53 @@ def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
         sys.exit(130)
 
 
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's runner when it is installed (aiortc's per-packet work runs
+    faster on it), asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    return runner
+
+
 def _first_leaf(group: BaseExceptionGroup[PeerError]) -> PeerError:
     first = group.exceptions[0]
     return first if isinstance(first, PeerError) else _first_leaf(first)  # nested group
 
 
 def _fail(exc: PeerError) -> None:
-    """One clear line on stderr and exit status 1."""
+    """One clear line on stderr and the error's exit status."""
     click.echo(f"rtc-peer: error: {exc}", err=True)
-    sys.exit(1)
+    sys.exit(exc.exit_code)
 
 
 def _echo(line: str) -> None:
     click.echo(line)
+
+
+def _status(line: str) -> None:
+    """A status line: on stderr, so that stdout carries only data."""
+    click.echo(line, err=True)
+
+
+def _data_mode(opts: dict[str, Any]) -> str:
+    if opts["chat_mode"] and opts["pipe_mode"]:
+        raise click.UsageError("--stdin and --pipe cannot be used together")
+    if (opts["chat_mode"] or opts["pipe_mode"]) and opts["count"]:
+        raise click.UsageError("--count is for the timer; --stdin/--pipe end with stdin")
+    return "chat" if opts["chat_mode"] else "pipe" if opts["pipe_mode"] else "timer"
+
+
+async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> None:
+    """Run the data-channel workload chosen on the command line."""
+    if mode == "chat":
+        await chat(c.channel, sys.stdin.buffer, _echo)
+    elif mode == "pipe":
+        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer)
+    else:
+        await timer(c.channel, prefix, opts["interval"], opts["count"], _echo)
 
 
 @click.group()
@@ -147,22 +220,43 @@ def main() -> None:
 
 @main.command()
 @click.option("--id", "peer_id", required=True, help="The ID to register and be called by.")
-@_common_options
-def answer(peer_id: str, **opts: Any) -> None:
-    """Register as ID and answer every caller (until interrupted, or --count)."""
+@_data_options
+@click.option(
+    "--accept-files",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Accept files sent with `rtc-peer send` into this directory (off by default).",
+)
+@click.option("--overwrite", is_flag=True, help="With --accept-files: replace existing files.")
+@_connection_options
+def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any) -> None:
+    """Register as ID and answer every caller (until interrupted; one call with
+    --count, --stdin or --pipe)."""
     config = _config(opts)
-    interval, count = opts["interval"], opts["count"]
+    mode = _data_mode(opts)
+    if accept_files is not None and not accept_files.is_dir():
+        raise click.UsageError(f"--accept-files: {accept_files} is not a directory")
+    progress = sys.stderr.isatty()
 
     async def on_call(c: Call) -> None:
-        await timer(c.channel, "answer", interval, count, _echo)
+        label = c.channel.label
+        if label == BENCH_LABEL:
+            await serve_bench(c.channel)
+        elif label == FILES_LABEL:
+            if accept_files is None:
+                await refuse_files(c.channel, "this peer does not accept files (--accept-files)")
+            else:
+                await receive_files(c.channel, accept_files, overwrite, progress, _status)
+        else:
+            await _run_data(c, mode, "answer", opts)
 
     def on_registered(url: str) -> None:
-        # A status line, on stderr so that stdout carries only messages.
-        click.echo(f"rtc-peer: registered as {peer_id!r} on {url}, waiting for callers", err=True)
+        _status(f"rtc-peer: registered as {peer_id!r} on {url}, waiting for callers")
 
     async def serve() -> None:
+        one_call = opts["count"] is not None or mode != "timer"
         peer = AnswerPeer(config, peer_id, on_registered)
-        await peer.serve(on_call, max_calls=1 if count else None)
+        await peer.serve(on_call, max_calls=1 if one_call else None)
 
     _run(serve(), opts["log_level"])
 
@@ -170,15 +264,74 @@ def answer(peer_id: str, **opts: Any) -> None:
 @main.command()
 @click.option("--target", required=True, help="The answer peer's ID to call.")
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
-@_common_options
+@_data_options
+@_connection_options
 def offer(target: str, peer_id: str | None, **opts: Any) -> None:
-    """Call the answer peer TARGET and exchange timer messages."""
+    """Call the answer peer TARGET: timer messages, chat (--stdin) or pipe (--pipe)."""
     config = _config(opts)
-    interval, count = opts["interval"], opts["count"]
+    mode = _data_mode(opts)
 
     async def run() -> None:
         async with call(config, target, peer_id or new_offer_id()) as c:
-            await timer(c.channel, "offer", interval, count, _echo)
+            await _run_data(c, mode, "offer", opts)
+
+    _run(run(), opts["log_level"])
+
+
+@main.command()
+@click.argument(
+    "files",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+)
+@click.option("--target", required=True, help="The answer peer (run with --accept-files).")
+@click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
+@_connection_options
+def send(files: tuple[Path, ...], target: str, peer_id: str | None, **opts: Any) -> None:
+    """Send FILES to the answer peer TARGET (name, size and SHA-256 checked)."""
+    config = _config(opts)
+    progress = sys.stderr.isatty()
+
+    async def run() -> None:
+        async with call(config, target, peer_id or new_offer_id(), FILES_LABEL) as c:
+            await send_files(c.channel, list(files), progress, _status)
+
+    _run(run(), opts["log_level"])
+
+
+@main.command()
+@click.option("--target", required=True, help="Any `rtc-peer answer` peer's ID.")
+@click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
+@click.option(
+    "--seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="How long to measure throughput.",
+)
+@click.option(
+    "--size",
+    default=65536,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Message size in bytes for the throughput test.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_connection_options
+def bench(
+    target: str, peer_id: str | None, seconds: float, size: int, as_json: bool, **opts: Any
+) -> None:
+    """Measure setup time, throughput and RTT against the answer peer TARGET."""
+    config = _config(opts)
+
+    async def run() -> None:
+        async with call(config, target, peer_id or new_offer_id(), BENCH_LABEL) as c:
+            result = await run_bench(c, seconds, size)
+        if as_json:
+            click.echo(json.dumps(result.as_json()))
+        else:
+            click.echo(result.table())
 
     _run(run(), opts["log_level"])
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 
 class PeerError(Exception):
-    """Root of every expected peer-side failure."""
+    """Root of every expected peer-side failure.
+
+    ``exit_code`` is the CLI's exit status for it (documented in the README).
+    """
+
+    exit_code = 1
 
 
 class SignalingError(PeerError):

@@ -28,6 +28,7 @@ from peers.channel import Channel
 from peers.errors import ConnectTimeout, PeerError, SignalingError
 from peers.ice import IceSettings, restrict_host_addresses
 from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
+from peers.tuning import apply as apply_tuning
 from proto import (
     CANDIDATE_PREFIX,
     Command,
@@ -38,6 +39,7 @@ from proto import (
 )
 
 log = logging.getLogger(__name__)
+apply_tuning()  # aiortc/aioice speed-ups: peers/tuning.py (RTC_PEER_NO_TUNING=1: off)
 
 DATA_CHANNEL_LABEL = "data"
 
@@ -64,6 +66,9 @@ class Call:
     pc: RTCPeerConnection
     local_id: str
     remote_id: str
+    #: seconds from sending the offer (offer side) or receiving it (answer
+    #: side) to the data channel being open
+    setup_seconds: float = 0.0
 
 
 class _Negotiation:
@@ -151,8 +156,14 @@ def _description_body(pc: RTCPeerConnection) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def call(config: PeerConfig, target: str, peer_id: str | None = None) -> AsyncIterator[Call]:
-    """Call the answer peer ``target``; yield the Call once the channel is open."""
+async def call(
+    config: PeerConfig, target: str, peer_id: str | None = None, label: str = DATA_CHANNEL_LABEL
+) -> AsyncIterator[Call]:
+    """Call the answer peer ``target``; yield the Call once the channel is open.
+
+    ``label`` names the data channel: the answer side picks what to run on it
+    by its label (``data`` for the demo's workloads).
+    """
     peer_id = peer_id or new_offer_id()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.connect_timeout
@@ -163,8 +174,9 @@ async def call(config: PeerConfig, target: str, peer_id: str | None = None) -> A
         pc = RTCPeerConnection(config.ice.rtc_configuration())
         pump: asyncio.Task[None] | None = None
         try:
-            channel = Channel(pc.createDataChannel(DATA_CHANNEL_LABEL))
+            channel = Channel(pc.createDataChannel(label))
             await pc.setLocalDescription(await pc.createOffer())
+            offered = loop.time()
             await signaling.send_offer(peer_id, target, _description_body(pc))
             log.info("offer sent to %r as %r", target, peer_id)
             negotiation = _Negotiation(pc, target)
@@ -175,7 +187,7 @@ async def call(config: PeerConfig, target: str, peer_id: str | None = None) -> A
             remaining = max(0.0, deadline - loop.time())
             await _wait_open(channel, negotiation, remaining, pump, config.connect_timeout)
             log.info("data channel open with %r", target)
-            yield Call(channel, pc, peer_id, target)
+            yield Call(channel, pc, peer_id, target, loop.time() - offered)
         finally:
             if pump is not None:
                 pump.cancel()
@@ -350,7 +362,8 @@ class AnswerPeer:
             await pc.setLocalDescription(await pc.createAnswer())
             await signaling.send_answer(self.peer_id, caller, _description_body(pc))
             log.info("answered %r", caller)
-            deadline = asyncio.get_running_loop().time() + self.config.connect_timeout
+            offered = asyncio.get_running_loop().time()
+            deadline = offered + self.config.connect_timeout
             try:
                 channel = await asyncio.wait_for(channels.get(), self.config.connect_timeout)
             except TimeoutError:
@@ -361,7 +374,8 @@ class AnswerPeer:
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await _wait_open(channel, negotiation, remaining, None, self.config.connect_timeout)
             log.info("data channel open with %r", caller)
-            await handler(Call(channel, pc, self.peer_id, caller))
+            setup = asyncio.get_running_loop().time() - offered
+            await handler(Call(channel, pc, self.peer_id, caller, setup))
         except (PeerError, ProtocolError) as exc:
             log.warning("call from %r failed: %s", caller, exc)
             error = exc
