@@ -1,0 +1,287 @@
+"""peers.tuning: the aiortc/aioice speed-ups keep aiortc's behaviour.
+
+- delayed SACKs (real RTCSctpTransport, fake DTLS below it): every second
+  in-order packet, at once on a gap, a duplicate or the I bit, and after
+  SACK_DELAY for a lone packet;
+- the reassembly shortcut delivers exactly what aiortc's own walk delivers,
+  for random arrival orders (hypothesis);
+- a transfer between two real peers in this process survives random packet
+  loss and a blackout longer than the retransmission timeout (fast
+  retransmit, T3 expiry), with tuning on and off;
+- RTC_PEER_NO_TUNING=1 switches everything off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aioice.ice import StunProtocol
+from aiortc import rtcsctptransport as sctp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning
+from tests.conftest import run, running_server
+
+pytestmark = pytest.mark.skipif(
+    not tuning.applied(), reason="no tweak applies to the installed aiortc/aioice"
+)
+ICE = IceSettings(host_addresses=("127.0.0.1",))
+
+
+@pytest.fixture
+def tuning_state(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tuning on (as peers.session applied it) or off for one test."""
+    if getattr(request, "param", "on") == "off":
+        tuning.remove()
+        try:
+            yield
+        finally:
+            tuning.apply(tuning.NAMES)
+    else:
+        yield
+
+
+# -- delayed SACK -------------------------------------------------------------------
+
+
+class _FakeDtls:
+    state = "connected"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.sent_something = asyncio.Event()
+
+    async def _send_data(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.sent_something.set()
+
+    def _register_data_receiver(self, receiver: Any) -> None:
+        pass
+
+
+def _receiver() -> tuple[sctp.RTCSctpTransport, _FakeDtls]:
+    dtls = _FakeDtls()
+    transport = sctp.RTCSctpTransport(dtls)  # type: ignore[arg-type]
+    transport._association_state = sctp.RTCSctpTransport.State.ESTABLISHED
+    transport._remote_port = 5000
+    transport._last_received_tsn = 99  # next expected TSN: 100
+    return transport, dtls
+
+
+def _data_packet(transport: sctp.RTCSctpTransport, tsn: int, flags: int = 0x03) -> bytes:
+    chunk = sctp.DataChunk(flags=flags)
+    chunk.tsn = tsn
+    chunk.stream_id = 7  # no channel: the payload is dropped after SCTP
+    chunk.protocol = sctp.WEBRTC_BINARY
+    chunk.user_data = b"x" * 100
+    return sctp.serialize_packet(5000, 5000, transport._local_verification_tag, chunk)
+
+
+def _sacks(dtls: _FakeDtls) -> list[tuple[int, list[Any]]]:
+    """(cumulative TSN, gap blocks) of every SACK sent."""
+    out = []
+    for packet in dtls.sent:
+        for chunk in sctp.parse_packet(packet)[3]:
+            assert isinstance(chunk, sctp.SackChunk)
+            out.append((chunk.cumulative_tsn, list(chunk.gaps)))
+    return out
+
+
+def test_in_order_packets_are_acknowledged_every_second_one() -> None:
+    async def scenario() -> list[list[tuple[int, list[Any]]]]:
+        transport, dtls = _receiver()
+        seen = []
+        for tsn in range(100, 106):
+            await transport._handle_data(_data_packet(transport, tsn))
+            seen.append(_sacks(dtls))
+        return seen
+
+    seen = run(scenario())
+    assert seen == [
+        [],
+        [(101, [])],
+        [(101, [])],
+        [(101, []), (103, [])],
+        [(101, []), (103, [])],
+        [(101, []), (103, []), (105, [])],
+    ]
+
+
+def test_a_lone_packet_is_acknowledged_after_the_delay() -> None:
+    async def scenario() -> tuple[list[Any], list[Any], float]:
+        transport, dtls = _receiver()
+        loop = asyncio.get_running_loop()
+        await transport._handle_data(_data_packet(transport, 100))
+        before = _sacks(dtls)
+        started = loop.time()
+        await asyncio.wait_for(dtls.sent_something.wait(), 2)
+        return before, _sacks(dtls), loop.time() - started
+
+    before, after, waited = run(scenario())
+    assert before == []
+    assert after == [(100, [])]
+    assert waited < tuning.SACK_DELAY + 0.5  # well within RFC 9260's 200 ms bound
+
+
+def test_gaps_duplicates_and_the_i_bit_are_acknowledged_at_once() -> None:
+    async def scenario() -> list[list[tuple[int, list[Any]]]]:
+        transport, dtls = _receiver()
+        seen = []
+        # 101 before 100: a gap -> SACK at once, with the gap block
+        await transport._handle_data(_data_packet(transport, 101))
+        seen.append(_sacks(dtls))
+        # 100 fills it: still the packet right after a gap -> at once
+        await transport._handle_data(_data_packet(transport, 100))
+        seen.append(_sacks(dtls))
+        # a duplicate -> at once
+        await transport._handle_data(_data_packet(transport, 100))
+        seen.append(_sacks(dtls))
+        # an in-order packet with the I bit (RFC 7053) -> at once
+        await transport._handle_data(_data_packet(transport, 102, flags=0x03 | 0x08))
+        seen.append(_sacks(dtls))
+        return seen
+
+    seen = run(scenario())
+    assert seen[0] == [(99, [(2, 2)])]
+    assert len(seen[1]) == 2 and seen[1][1][0] == 101
+    assert len(seen[2]) == 3 and seen[2][2][0] == 101
+    assert len(seen[3]) == 4 and seen[3][3] == (102, [])
+
+
+# -- reassembly shortcut ------------------------------------------------------------
+
+
+@st.composite
+def _arrivals(draw: st.DrawFn) -> tuple[list[sctp.DataChunk], list[int]]:
+    """Chunks of a few messages (ordered or not, 1-6 fragments) with
+    consecutive TSNs, and an arrival order: mostly in order, some swaps."""
+    chunks = []
+    tsn = 1000
+    seq = 0
+    for _ in range(draw(st.integers(1, 8))):
+        ordered = draw(st.booleans())
+        fragments = draw(st.integers(1, 6))
+        for i in range(fragments):
+            chunk = sctp.DataChunk()
+            chunk.flags = (0 if ordered else sctp.SCTP_DATA_UNORDERED) | (
+                (sctp.SCTP_DATA_FIRST_FRAG if i == 0 else 0)
+                | (sctp.SCTP_DATA_LAST_FRAG if i == fragments - 1 else 0)
+            )
+            chunk.tsn = tsn
+            chunk.stream_id = 1
+            chunk.stream_seq = seq if ordered else 0
+            chunk.protocol = sctp.WEBRTC_BINARY
+            chunk.user_data = tsn.to_bytes(4, "big")
+            chunks.append(chunk)
+            tsn += 1
+        if ordered:
+            seq += 1
+    order = list(range(len(chunks)))
+    for _ in range(draw(st.integers(0, 4))):
+        i = draw(st.integers(0, len(order) - 1))
+        j = draw(st.integers(0, len(order) - 1))
+        order[i], order[j] = order[j], order[i]
+    return chunks, order
+
+
+@settings(max_examples=300, deadline=None)
+@given(_arrivals(), st.integers(0, 2**31))
+def test_reassembly_shortcut_delivers_what_aiortc_delivers(
+    arrivals: tuple[list[sctp.DataChunk], list[int]], seed: int
+) -> None:
+    chunks, order = arrivals
+    original_pop = tuning.original(sctp.InboundStream, "pop_messages")
+    plain, tuned = sctp.InboundStream(), sctp.InboundStream()
+    rng = random.Random(seed)
+    for index in order:
+        chunk = chunks[index]
+        plain.add_chunk(chunk)
+        tuned.add_chunk(chunk)
+        assert list(tuned.pop_messages()) == list(original_pop(plain))
+        if rng.random() < 0.1:  # as a FORWARD TSN does: skip ahead and prune
+            tsn = chunk.tsn
+            plain.sequence_number = tuned.sequence_number = (plain.sequence_number + 1) % 65536
+            assert list(tuned.pop_messages()) == list(original_pop(plain))
+            assert tuned.prune_chunks(tsn) == plain.prune_chunks(tsn)
+        assert [c.tsn for c in tuned.reassembly] == [c.tsn for c in plain.reassembly]
+
+
+# -- a real transfer through loss ---------------------------------------------------
+
+MESSAGES = 300
+SIZE = 16 * 1024
+
+
+async def _sink(c: Call) -> None:
+    expected = 0
+    async for message in c.channel:
+        assert isinstance(message, bytes)
+        if len(message) != SIZE or int.from_bytes(message[:4], "big") != expected:
+            await c.channel.send(f"bad {expected}")
+            return
+        expected += 1
+        if expected == MESSAGES:
+            await c.channel.send(f"got {expected}")
+
+
+@pytest.mark.parametrize("tuning_state", ["on", "off"], indirect=True)
+def test_a_transfer_survives_loss_and_a_blackout(
+    tuning_state: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5 MB through 2% random loss (both directions) with a 1.5 s blackout
+    in the middle (longer than the 1 s minimum RTO: T3 fires): every message
+    arrives, whole and in order."""
+    rng = random.Random(1234)
+    state = {"blackout": False, "dropped": 0}
+    received = StunProtocol.datagram_received
+
+    def lossy(self: StunProtocol, data: bytes, addr: tuple[Any, ...]) -> None:
+        if data and 19 < data[0] < 64 and (state["blackout"] or rng.random() < 0.02):
+            state["dropped"] += 1
+            return
+        received(self, data, addr)
+
+    monkeypatch.setattr(StunProtocol, "datagram_received", lossy)
+
+    async def scenario() -> str:
+        async with running_server() as srv:
+            config = PeerConfig(signal_url=srv.url, ice=ICE, connect_timeout=10)
+            peer = AnswerPeer(config, "tuning-sink")
+            serving = asyncio.create_task(peer.serve(_sink, max_calls=1))
+            await peer.wait_registered(10)
+            async with call(config, "tuning-sink") as c:
+                payload = os.urandom(SIZE - 4)
+                for i in range(MESSAGES):
+                    if i == MESSAGES // 2:
+                        state["blackout"] = True
+                        asyncio.get_running_loop().call_later(
+                            1.5, state.__setitem__, "blackout", False
+                        )
+                    await c.channel.send(i.to_bytes(4, "big") + payload)
+                reply = await asyncio.wait_for(c.channel.receive(), 60)
+                await c.channel.close(2)
+            await asyncio.wait_for(serving, 10)
+            return str(reply)
+
+    assert run(scenario(), timeout=90) == f"got {MESSAGES}"
+    assert state["dropped"] > 50
+
+
+def test_rtc_peer_no_tuning_switches_everything_off() -> None:
+    code = "import peers.session, peers.tuning; print(','.join(peers.tuning.applied()))"
+    env = {**os.environ, "RTC_PEER_NO_TUNING": "1"}
+    env.pop("RTC_PEER_TUNING", None)
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    env.pop("RTC_PEER_NO_TUNING")
+    env["RTC_PEER_TUNING"] = "delayed_sack,reassembly"
+    some = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert (off.returncode, off.stdout.strip()) == (0, "")
+    assert (some.returncode, some.stdout.strip()) == (0, "delayed_sack,reassembly")
