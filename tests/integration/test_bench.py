@@ -173,12 +173,23 @@ async def _pings_only(c: Call) -> None:
 @pytest.mark.parametrize(
     ("handler", "expected"),
     [
-        (_silent, "'lib' did not answer ping 0 within 1 s"),
-        (_pings_only, "'lib' did not answer the acknowledgement of "),
+        (_silent, ("'lib' did not answer ping 0 within 1 s",)),
+        # Which limit trips first depends on how fast the channel drains the
+        # burst: the missing acknowledgement, or the sender left blocked with
+        # nothing acknowledged. Both name the peer and what it failed to do.
+        (
+            _pings_only,
+            (
+                "'lib' did not answer the acknowledgement of ",
+                "'lib' stopped taking data: still blocked 1 s after the 0.2 s burst",
+            ),
+        ),
     ],
     ids=["silent", "no-ack"],
 )
-def test_a_peer_that_stops_answering_is_a_clear_peer_error(handler: Handler, expected: str) -> None:
+def test_a_peer_that_stops_answering_is_a_clear_peer_error(
+    handler: Handler, expected: tuple[str, ...]
+) -> None:
     """A bench peer that does not answer a ping, or never acknowledges the
     throughput bytes, ends run_bench with PeerError within reply_timeout."""
 
@@ -188,7 +199,8 @@ def test_a_peer_that_stops_answering_is_a_clear_peer_error(handler: Handler, exp
                 await _bench(srv.url, 0.2, 1024, 1.0)
             return str(caught.value)
 
-    assert expected in run(scenario(), timeout=20)
+    message = run(scenario(), timeout=20)
+    assert any(text in message for text in expected), message
 
 
 def test_serve_bench_gives_up_on_a_silent_caller() -> None:

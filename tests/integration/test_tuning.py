@@ -1,8 +1,8 @@
 """peers.tuning: the aiortc/aioice speed-ups keep aiortc's behaviour.
 
 - delayed SACKs (real RTCSctpTransport, fake DTLS below it): every second
-  in-order packet, at once on a gap, a duplicate or the I bit, and after
-  SACK_DELAY for a lone packet;
+  packet of a stream, at once on a gap, a duplicate or the I bit and for
+  isolated packets, and after SACK_DELAY for the last one of a stream;
 - the reassembly shortcut delivers exactly what aiortc's own walk delivers,
   for random arrival orders (hypothesis);
 - a transfer between two real peers in this process survives random packet
@@ -95,7 +95,14 @@ def _sacks(dtls: _FakeDtls) -> list[tuple[int, list[Any]]]:
     return out
 
 
-def test_in_order_packets_are_acknowledged_every_second_one() -> None:
+@pytest.fixture
+def streaming(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every packet counts as part of a stream (the test's packets are not
+    always less than STREAM_GAP apart on a busy machine)."""
+    monkeypatch.setattr(tuning, "STREAM_GAP", 60.0)
+
+
+def test_streamed_packets_are_acknowledged_every_second_one(streaming: None) -> None:
     async def scenario() -> list[list[tuple[int, list[Any]]]]:
         transport, dtls = _receiver()
         seen = []
@@ -106,32 +113,47 @@ def test_in_order_packets_are_acknowledged_every_second_one() -> None:
 
     seen = run(scenario())
     assert seen == [
-        [],
-        [(101, [])],
-        [(101, [])],
-        [(101, []), (103, [])],
-        [(101, []), (103, [])],
-        [(101, []), (103, []), (105, [])],
+        [(100, [])],  # the first packet starts no stream: acknowledged at once
+        [(100, [])],
+        [(100, []), (102, [])],
+        [(100, []), (102, [])],
+        [(100, []), (102, []), (104, [])],
+        [(100, []), (102, []), (104, [])],
     ]
 
 
-def test_a_lone_packet_is_acknowledged_after_the_delay() -> None:
+def test_the_last_packet_of_a_stream_is_acknowledged_after_the_delay(streaming: None) -> None:
     async def scenario() -> tuple[list[Any], list[Any], float]:
         transport, dtls = _receiver()
         loop = asyncio.get_running_loop()
         await transport._handle_data(_data_packet(transport, 100))
+        await transport._handle_data(_data_packet(transport, 101))
         before = _sacks(dtls)
+        dtls.sent_something.clear()
         started = loop.time()
         await asyncio.wait_for(dtls.sent_something.wait(), 2)
         return before, _sacks(dtls), loop.time() - started
 
     before, after, waited = run(scenario())
-    assert before == []
-    assert after == [(100, [])]
+    assert before == [(100, [])]
+    assert after == [(100, []), (101, [])]
     assert waited < tuning.SACK_DELAY + 0.5  # well within RFC 9260's 200 ms bound
 
 
-def test_gaps_duplicates_and_the_i_bit_are_acknowledged_at_once() -> None:
+def test_isolated_packets_are_acknowledged_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Request/response traffic: packets further apart than STREAM_GAP."""
+    monkeypatch.setattr(tuning, "STREAM_GAP", 0.0)
+
+    async def scenario() -> list[tuple[int, list[Any]]]:
+        transport, dtls = _receiver()
+        for tsn in range(100, 103):
+            await transport._handle_data(_data_packet(transport, tsn))
+        return _sacks(dtls)
+
+    assert run(scenario()) == [(100, []), (101, []), (102, [])]
+
+
+def test_gaps_duplicates_and_the_i_bit_are_acknowledged_at_once(streaming: None) -> None:
     async def scenario() -> list[list[tuple[int, list[Any]]]]:
         transport, dtls = _receiver()
         seen = []
