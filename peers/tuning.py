@@ -4,12 +4,13 @@ aiortc's SCTP and DTLS run in Python, one ~1.2 kB packet at a time, so the
 data channel is CPU-bound on per-packet work. Each tweak below removes some
 of that work without changing what goes on the wire beyond what the specs
 already allow (RFC 9260 SCTP, RFC 8261 SCTP over DTLS, RFC 7983 demux), so
-Chromium, pion and any other stack still interoperate with us.
+other stacks (Chromium, pion, ...) interoperate with us as before: checked
+against libwebrtc, see below.
 
 Rules:
 
-- Every tweak patches one or two methods of one aiortc/aioice class, keeps the
-  original, and is applied only when the installed version is one whose
+- Every tweak replaces or wraps a few methods of one aiortc/aioice class,
+  keeps the originals, and is applied only when the installed version is one whose
   source the tweak was checked against (:data:`VERIFIED`); otherwise it is
   skipped (logged at INFO) and aiortc runs unchanged.
 - :func:`apply` is called once by :mod:`peers.session` on import; it is
@@ -19,39 +20,56 @@ Rules:
 - The patches are process-wide: every RTCPeerConnection of the process gets
   them, not only those made by :mod:`peers`.
 
-Measured with ``benchmarks/speed.py`` (two peer processes over loopback,
-2-core VM, quiet machine, medians of 5 runs, 64 KiB messages through
-``Channel.send``): 20.6 -> 46.6 MB/s on asyncio, 28.0 -> 63.6 MB/s on
-uvloop (16 KiB messages: 20.1 -> 42.7 and 25.1 -> 59.1); the 32-byte round
-trip is unchanged (~260-300 us). What each tweak is worth, as the drop when
-it alone is left out (uvloop, 64 KiB, all others on: 61.7 MB/s, 16.1 / 15.7
-ms of CPU per MB in the sender / receiver)::
+Measured with ``benchmarks/speed.py`` (two peer processes over loopback on
+a shared 2-core VM; medians of 5 runs; ``Channel.send`` of 64 KiB messages)::
 
-    left out        MB/s   CPU ms/MB sender / receiver
-    stun_demux      56.1   17.5 / 16.9
-    rcvbuf          50.5   19.5 / 18.4   (with ~250-1000 DATA drops a run)
-    delayed_sack    46.7   21.4 / 20.5
-    transmit_scan   41.9   23.7 / 21.4
-    ack_point       58.3   16.8 / 16.6
-    reassembly      52.2   18.3 / 19.1
-    dtls_direct     49.2   20.0 / 20.1
+    run                       asyncio off -> on    uvloop off -> on
+    quiet machine (1)         19.2 -> 36.7 MB/s    21.9 -> 45.4 MB/s
+    quiet machine (2)         21.4 -> 41.4 MB/s    28.1 -> 56.4 MB/s
+    others using 40-98% CPU   16.5 -> 18.1 MB/s    14.4 -> 38.8 MB/s
+    CPU ms per MB, sender/receiver (1)   51/47 -> 25/27      45/42 -> 21/21
 
-Tried and left out: a bigger UDP receive buffer (SO_RCVBUF 4 MiB instead of
-aioice's 256 KiB: +22% between two aiortc peers, whose receiver then drops no
-DATA; but the same socket queues the SACKs coming back to a sender, and an
-aiortc sender (which takes no account of the peer's receive window, so only
-losses slow it down) sending to libwebrtc, Chromium's stack, then fell
-behind on them, lost retransmissions and waited for T3: one run in three
-at 2-15 MB/s instead of 20-45, with 4 MiB, 1 MiB and 512 KiB alike; none
-under 17 MB/s without it);
-SCTP packets larger than aiortc's 1,189 bytes (the
-biggest lever, fewer packets; but Chromium reads DTLS records into a
-2,048-byte buffer and reports a longer record as a read error, so it would
-break interoperability); batching the sender's datagrams with UDP GSO (a
-microbenchmark saves ~1 us of a ~4 us sendto at the 2-4 datagrams sent per
-SACK: a few % of the sender only, while the receiver is as busy); restarting
-T3 without a new timer per SACK (measured ~1%, within noise); other
-Channel.send thresholds (256 KiB to 4 MiB: no difference).
+(16 KiB messages: much the same.) Run (2) had a slightly earlier
+delayed_sack without the stream rule, which changes nothing in bulk
+transfers. Round trip of 32-byte messages (1,000 a run): 330 -> 267 us on
+asyncio, 316 -> 231 us on uvloop. What each tweak is worth, as the drop when
+it alone is left out (uvloop, 64 KiB, quiet machine; measured with UDP
+receive buffers raised to 4 MiB so that no packet was lost in any run, since
+losses make single runs vary by +-30%; that buffer tweak itself was then
+dropped, see below)::
+
+    left out        MB/s (all on: 61.7)   CPU ms/MB sender / receiver (16.1 / 15.7)
+    stun_demux      56.1                  17.5 / 16.9
+    delayed_sack    46.7                  21.4 / 20.5
+    transmit_scan   41.9                  23.7 / 21.4
+    ack_point       58.3                  16.8 / 16.6
+    reassembly      52.2                  18.3 / 19.1
+    dtls_direct     49.2                  20.0 / 20.1
+
+Interoperability was checked against libwebrtc (Chromium's WebRTC stack,
+through the Node binding @roamhq/wrtc 0.10.0) on the VM's own address: 20 MB
+of 64 KiB messages each way, every byte delivered in order, tuning on and off,
+asyncio and uvloop (aiortc -> libwebrtc 18-32 MB/s tuned vs 12-21 untuned;
+libwebrtc -> aiortc 14-43 vs 11-20).
+
+Tried and left out:
+
+- a bigger UDP receive buffer (SO_RCVBUF 4 MiB instead of aioice's 256 KiB):
+  +22% between two aiortc peers, whose receiver then drops no DATA; but the
+  same socket queues the SACKs coming back to a sender, and an aiortc sender
+  (which takes no account of the peer's receive window, so only losses slow
+  it down) sending to libwebrtc fell behind on them, lost retransmissions
+  and waited for T3: one run in three at 2-15 MB/s instead of 20-45, with
+  4 MiB, 1 MiB and 512 KiB alike; none under 17 MB/s without it;
+- SCTP packets larger than aiortc's 1,189 bytes: the biggest lever (fewer
+  packets), but Chromium reads DTLS records into a 2,048-byte buffer and
+  reports a longer record as a read error, so it would break
+  interoperability;
+- batching the sender's datagrams with UDP GSO: a microbenchmark saves ~1 us
+  of a ~4 us sendto at the 2-4 datagrams sent per SACK, a few % of the
+  sender only, while the receiver is as busy;
+- restarting T3 without a new timer per SACK: measured ~1%, within noise;
+- other Channel.send thresholds (256 KiB to 4 MiB): no difference.
 """
 
 from __future__ import annotations
@@ -145,8 +163,8 @@ def _install_stun_demux() -> list[tuple[Any, str, Any]]:
 # isolated packet, as in request/response traffic, is acknowledged at once as
 # before, because the early SACK wakes the other process up before its answer
 # arrives (delaying it too cost ~40 us of a ~250 us round trip here). Wire
-# format unchanged: only fewer SACKs, each acknowledging more. Measured: +32% (46.7 -> 61.7 MB/s);
-# the biggest single step when added first (+57%, 23.7 -> 37.1 MB/s).
+# format unchanged: only fewer SACKs, each acknowledging more. Measured:
+# +32% (46.7 -> 61.7 MB/s); +57% when added first (23.7 -> 37.1 MB/s).
 
 
 def _install_delayed_sack() -> list[tuple[Any, str, Any]]:
