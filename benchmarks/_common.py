@@ -532,3 +532,33 @@ def machine() -> str:
         f"{os.cpu_count()} CPU(s) ({cpu}), Python {sys.version.split()[0]}, "
         f"Linux {os.uname().release}"
     )
+
+
+# -- child processes of a benchmark: all tracked, all stopped --------------------------
+
+#: every long-running child a script started (append to it) and the log
+#: files they write; :func:`stop_children` ends the former and deletes the latter
+children: list[subprocess.Popen[Any]] = []
+logs: list[str] = []
+
+
+def stop_children(timeout: float = 5.0) -> None:
+    """SIGTERM every child still running, then SIGKILL what is left."""
+    for proc in children:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.terminate()
+    deadline = time.monotonic() + timeout
+    for proc in children:
+        try:
+            proc.wait(max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2)
+    children.clear()
+    for path in logs:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    logs.clear()

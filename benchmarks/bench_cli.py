@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _common import HOST, ServerProc, machine, set_deadline, start_rtc_signal, table
+from _common import HOST, ServerProc, machine, set_deadline, start_rtc_signal, stop_children, table
+from _common import children as _children
+from _common import logs as _logs
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -63,9 +65,6 @@ WS_BLOCK = 4 << 20
 
 
 # -- children: all tracked, all stopped -----------------------------------------------
-
-_children: list[subprocess.Popen[bytes]] = []
-_logs: list[str] = []
 
 
 def _spawn_logged(name: str, argv: Sequence[str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -95,28 +94,6 @@ def _wait_line(proc: subprocess.Popen[bytes], log: str, prefix: str, timeout: fl
             break
         time.sleep(0.02)
     raise RuntimeError(f"{prefix!r} not seen (exit status {proc.poll()}):\n{text[-2000:]}")
-
-
-def stop_children(timeout: float = 5.0) -> None:
-    """SIGTERM every child still running, then SIGKILL what is left."""
-    for proc in _children:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.terminate()
-    deadline = time.monotonic() + timeout
-    for proc in _children:
-        try:
-            proc.wait(max(0.01, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(2)
-    _children.clear()
-    for log in _logs:
-        with contextlib.suppress(OSError):
-            os.unlink(log)
-    _logs.clear()
 
 
 def _console_script(name: str, module: str) -> list[str]:

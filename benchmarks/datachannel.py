@@ -46,6 +46,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
+from _common import children as _children  # noqa: E402
+from _common import logs as _logs  # noqa: E402
+from _common import stop_children  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from peers import Call, Channel, IceSettings, PeerConfig, call  # noqa: E402
@@ -57,37 +60,12 @@ BASELINE_IMPORTS = "import aiortc, websockets, click, pydantic"
 
 # -- child processes: all tracked, all stopped at exit ------------------------------
 
-_children: list[subprocess.Popen[bytes]] = []
-_logs: list[str] = []
-
 
 def _spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     kwargs.setdefault("stdin", subprocess.DEVNULL)
     proc = subprocess.Popen(list(argv), **kwargs)
     _children.append(proc)
     return proc
-
-
-def stop_children(timeout: float = 5.0) -> None:
-    """SIGTERM every child still running, then SIGKILL what is left."""
-    for proc in _children:
-        if proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.terminate()
-    deadline = time.monotonic() + timeout
-    for proc in _children:
-        try:
-            proc.wait(max(0.01, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(2)
-    _children.clear()
-    for path in _logs:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    _logs.clear()
 
 
 def _on_fatal_signal(signum: int, frame: object) -> None:

@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-from _common import machine, set_deadline, table
+from _common import children as _children
+from _common import machine, set_deadline, stop_children, table
 
 PEER = [sys.executable, "-m", "peers.cli"]
 SERVER = [sys.executable, "-m", "signaling.cli"]
 LOOPBACK = ["--host-address", "127.0.0.1"]
-_children: list[subprocess.Popen[str]] = []
 
 
 def spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -66,17 +65,6 @@ def wait_line(stream: object, prefix: str, timeout: float = 20) -> str:
     if not found:
         raise SystemExit(f"file_transfer: no {prefix!r} line within {timeout} s")
     return found[0]
-
-
-def stop_children() -> None:
-    for proc in _children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in _children:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def sha256(path: Path) -> str:
