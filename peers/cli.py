@@ -24,6 +24,7 @@ from peers.bench import BENCH_LABEL, run_bench, serve_bench
 from peers.errors import PeerError
 from peers.files import FILES_LABEL, receive_files, refuse_files, send_files
 from peers.ice import IceSettings
+from peers.reconnect import ReconnectPolicy
 from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 from peers.signaling_client import DEFAULT_SIGNAL_URL
 from peers.stream import chat, pipe
@@ -128,6 +129,45 @@ _data_options = _apply(
 )
 
 
+_reconnect_options = _apply(
+    [
+        click.option(
+            "--reconnect/--no-reconnect",
+            default=True,
+            show_default=True,
+            help="Reconnect and register again when the signaling server goes away "
+            "(calls in progress go on meanwhile); --no-reconnect exits once they end.",
+        ),
+        click.option(
+            "--reconnect-delay",
+            default=0.5,
+            show_default=True,
+            type=click.FloatRange(0, min_open=True),
+            help="Upper bound of the first retry's random delay (seconds); it doubles "
+            "with each failed attempt.",
+        ),
+        click.option(
+            "--reconnect-max-delay",
+            default=30.0,
+            show_default=True,
+            type=click.FloatRange(0, min_open=True),
+            help="The retry delay's bound never exceeds this (seconds).",
+        ),
+    ]
+)
+
+
+def _reconnect_policy(opts: dict[str, Any]) -> ReconnectPolicy | None:
+    if not opts["reconnect"]:
+        return None
+    try:
+        return ReconnectPolicy(
+            base_delay=opts["reconnect_delay"], max_delay=opts["reconnect_max_delay"]
+        )
+    except ValueError as exc:
+        raise click.UsageError(f"--reconnect-delay/--reconnect-max-delay: {exc}") from None
+
+
 def _config(opts: dict[str, Any]) -> PeerConfig:
     try:
         ice = IceSettings(
@@ -228,11 +268,13 @@ def main() -> None:
     help="Accept files sent with `rtc-peer send` into this directory (off by default).",
 )
 @click.option("--overwrite", is_flag=True, help="With --accept-files: replace existing files.")
+@_reconnect_options
 @_connection_options
 def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any) -> None:
     """Register as ID and answer every caller (until interrupted; one call with
     --count, --stdin or --pipe)."""
     config = _config(opts)
+    reconnect = _reconnect_policy(opts)
     mode = _data_mode(opts)
     if accept_files is not None and not accept_files.is_dir():
         raise click.UsageError(f"--accept-files: {accept_files} is not a directory")
@@ -250,12 +292,20 @@ def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any
         else:
             await _run_data(c, mode, "answer", opts)
 
+    registrations = 0
+
     def on_registered(url: str) -> None:
-        _status(f"rtc-peer: registered as {peer_id!r} on {url}, waiting for callers")
+        nonlocal registrations
+        registrations += 1
+        again = "" if registrations == 1 else "again "
+        _status(f"rtc-peer: registered {again}as {peer_id!r} on {url}, waiting for callers")
+
+    def on_reconnect_status(line: str) -> None:
+        _status(f"rtc-peer: {line}")
 
     async def serve() -> None:
         one_call = opts["count"] is not None or mode != "timer"
-        peer = AnswerPeer(config, peer_id, on_registered)
+        peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
         await peer.serve(on_call, max_calls=1 if one_call else None)
 
     _run(serve(), opts["log_level"])

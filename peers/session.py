@@ -25,8 +25,9 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from peers.channel import Channel
-from peers.errors import ConnectTimeout, PeerError, SignalingError
+from peers.errors import ConnectTimeout, PeerError, Refused, SignalingError
 from peers.ice import IceSettings, restrict_host_addresses
+from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
 from peers.tuning import apply as apply_tuning
 from proto import (
@@ -227,25 +228,43 @@ async def _offer_side_pump(
 
 
 CallHandler = Callable[[Call], Awaitable[None]]
+DEFAULT_RECONNECT = ReconnectPolicy()
 #: what AnswerPeer.serve follows: a call ended (with its error, if any), or
-#: the signaling connection was lost
+#: the signaling connection was lost for good
 _Event = tuple[Literal["call-ended", "signaling-lost"], BaseException | None]
 
 
 class AnswerPeer:
-    """An answer peer: registers ``peer_id`` and serves every caller."""
+    """An answer peer: registers ``peer_id`` and serves every caller.
+
+    With a ``reconnect`` policy (the default), a lost signaling connection is
+    re-established with backoff (see :mod:`peers.reconnect`) and the ID
+    registered again, with a resume key the server holds the ID for; calls
+    in progress are peer to peer and go on meanwhile. ``on_status`` gets a
+    human-readable line for each step of a reconnect.
+    """
 
     def __init__(
         self,
         config: PeerConfig,
         peer_id: str,
         on_registered: Callable[[str], None] | None = None,
+        reconnect: ReconnectPolicy | None = DEFAULT_RECONNECT,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.peer_id = peer_id
         self.on_registered = on_registered
+        self.reconnect = reconnect
+        self.on_status = on_status
+        #: sent with every registration so the server holds our ID across a
+        #: drop for us only (none without reconnect: nobody would come back)
+        self.resume_key = new_resume_key() if reconnect is not None else None
+        #: successful registrations so far (the first, then one per reconnect)
+        self.registrations = 0
         self._calls: dict[str, tuple[_Negotiation, asyncio.Task[None]]] = {}
         self._registered = asyncio.Event()
+        self._started = 0
 
     async def wait_registered(self, timeout: float) -> None:
         await asyncio.wait_for(self._registered.wait(), timeout)
@@ -254,32 +273,89 @@ class AnswerPeer:
         """Serve callers until cancelled (or until ``max_calls`` calls have ended).
 
         With ``max_calls``, a failed call raises its error; without it, failed
-        calls are logged and serving goes on. If the signaling connection is
-        lost, calls in progress (peer to peer, they don't need it) are finished
-        and then SignalingError is raised.
+        calls are logged and serving goes on. The first registration's
+        failure is raised at once. If the signaling connection is lost for
+        good (no reconnect policy, or the ID or a registration was refused
+        on reconnecting), calls in progress (peer to peer, they don't need
+        it) are finished and then the SignalingError is raised.
         """
         with restrict_host_addresses(self.config.ice.host_addresses):
-            signaling = await SignalingClient.connect(
-                self.config.signal_url, "/register", self.config.connect_timeout
-            )
+            self._started = 0
+            signaling = await self._register()
+            events: asyncio.Queue[_Event] = asyncio.Queue()
+            failure: BaseException | None = None
+            async with asyncio.TaskGroup() as tasks:
+                link = tasks.create_task(
+                    self._stay_registered(signaling, handler, tasks, events, max_calls)
+                )
+                failure = await self._until_done(events, max_calls)
+                link.cancel()
+                for _, task in self._calls.values():
+                    task.cancel()
+            if failure is not None:
+                raise failure
+
+    async def _register(self) -> SignalingClient:
+        """Connect to /register and register our ID; the open client."""
+        signaling = await SignalingClient.connect(
+            self.config.signal_url, register_path(self.resume_key), self.config.connect_timeout
+        )
+        try:
+            await signaling.register(self.peer_id)
+        except BaseException:
+            await signaling.close()
+            raise
+        self.registrations += 1
+        # the URL without the query: the resume key is not for logs
+        url = signaling.url.split("?", 1)[0]
+        log.info("registered as %r on %s", self.peer_id, url)
+        self._registered.set()
+        if self.on_registered is not None:
+            self.on_registered(url)
+        return signaling
+
+    def _status(self, line: str) -> None:
+        log.info("%s", line)
+        if self.on_status is not None:
+            self.on_status(line)
+
+    async def _stay_registered(
+        self,
+        signaling: SignalingClient,
+        handler: CallHandler,
+        tasks: asyncio.TaskGroup,
+        events: asyncio.Queue[_Event],
+        max_calls: int | None,
+    ) -> None:
+        """Listen on ``signaling``; when it is lost, reconnect (if we do)."""
+        while True:
             async with signaling:
-                await signaling.register(self.peer_id)
-                log.info("registered as %r on %s", self.peer_id, signaling.url)
-                self._registered.set()
-                if self.on_registered is not None:
-                    self.on_registered(signaling.url)
-                events: asyncio.Queue[_Event] = asyncio.Queue()
-                failure: BaseException | None = None
-                async with asyncio.TaskGroup() as tasks:
-                    listener = tasks.create_task(
-                        self._listen(signaling, handler, tasks, events, max_calls)
-                    )
-                    failure = await self._until_done(events, max_calls)
-                    listener.cancel()
-                    for _, task in self._calls.values():
-                        task.cancel()
-                if failure is not None:
-                    raise failure
+                lost = await self._listen(signaling, handler, tasks, events, max_calls)
+            self._registered.clear()
+            if self.reconnect is None:
+                events.put_nowait(("signaling-lost", lost))
+                return
+            self._status(f"lost the signaling server ({lost}); calls in progress go on")
+            try:
+                signaling = await self._reconnect(self.reconnect)
+            except SignalingError as exc:
+                events.put_nowait(("signaling-lost", exc))
+                return
+
+    async def _reconnect(self, policy: ReconnectPolicy) -> SignalingClient:
+        """Retry registering with backoff until it works; raise Refused (a
+        registration refused, e.g. the ID taken once our hold ran out)."""
+        backoff = Backoff(policy)
+        while True:
+            delay = backoff.next_delay()
+            self._status(f"reconnecting in {delay:.2f} s (attempt {backoff.attempt})")
+            await asyncio.sleep(delay)
+            try:
+                return await self._register()
+            except Refused:
+                raise
+            except SignalingError as exc:
+                self._status(f"reconnect attempt {backoff.attempt} failed: {exc}")
 
     async def _until_done(
         self, events: asyncio.Queue[_Event], max_calls: int | None
@@ -306,17 +382,20 @@ class AnswerPeer:
         tasks: asyncio.TaskGroup,
         events: asyncio.Queue[_Event],
         max_calls: int | None,
-    ) -> None:
-        """Start a call per offer, route candidates to calls, until signaling ends."""
-        started = 0
+    ) -> SignalingError:
+        """Start a call per offer, route candidates to calls, until signaling
+        ends; return the error that ended it. Calls are in ``tasks``, not
+        tied to this connection: they outlive it."""
         try:
             async for envelope in signaling.requests():
                 request = envelope.request
                 caller = request.source
                 await signaling.acknowledge(envelope.command)
                 if envelope.command is Command.OFFER:
-                    if max_calls is not None and started >= max_calls:
-                        log.info("not taking a call from %r: already served %d", caller, started)
+                    if max_calls is not None and self._started >= max_calls:
+                        log.info(
+                            "not taking a call from %r: already served %d", caller, self._started
+                        )
                         continue
                     try:
                         description = decode_description(request.body, Command.OFFER, "offer")
@@ -328,7 +407,7 @@ class AnswerPeer:
                         previous[1].cancel()  # a caller that calls again starts afresh
                     pc = RTCPeerConnection(self.config.ice.rtc_configuration())
                     negotiation = _Negotiation(pc, caller)
-                    started += 1
+                    self._started += 1
                     task = tasks.create_task(
                         self._serve_call(signaling, negotiation, description, handler, events),
                         name=f"call-from-{caller}",
@@ -343,7 +422,8 @@ class AnswerPeer:
                 else:
                     log.warning("ignoring unexpected %s from %r", envelope.command.name, caller)
         except SignalingError as exc:
-            events.put_nowait(("signaling-lost", exc))
+            return exc
+        raise AssertionError("requests() ends only with SignalingError")  # pragma: no cover
 
     async def _serve_call(
         self,

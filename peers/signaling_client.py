@@ -69,7 +69,7 @@ class SignalingClient:
             raise SignalingError(f"bad signaling URL {base_url!r}: {exc}") from None
         except (OSError, InvalidHandshake) as exc:
             raise SignalingError(f"cannot reach signaling server {base_url}: {exc}") from None
-        log.info("connected to %s", url)
+        log.info("connected to %s", url.split("?", 1)[0])  # the query may hold secrets
         return cls(ws, url)
 
     async def __aenter__(self) -> SignalingClient:

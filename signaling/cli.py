@@ -66,6 +66,14 @@ def main() -> None:
     type=click.FloatRange(0, min_open=True),
     help="Seconds to wait for a pong before dropping the peer.",
 )
+@click.option(
+    "--resume-grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a dropped answer peer's ID stays reserved for it to reconnect "
+    "(peers that sent a resume key; 0 disables).",
+)
 def serve(
     host: str,
     port: int,
@@ -73,6 +81,7 @@ def serve(
     max_frame_size: int,
     ping_interval: float,
     ping_timeout: float,
+    resume_grace: float,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
     setup_logging(log_level)
@@ -82,6 +91,7 @@ def serve(
         max_frame=max_frame_size,
         ping_interval=ping_interval or None,
         ping_timeout=ping_timeout if ping_interval else None,
+        resume_grace=resume_grace,
     )
 
     try:

@@ -14,6 +14,13 @@ Rules (codes are documented in the README):
 - Requests are forwarded as the original frame (never re-encoded) to the
   target, and the sender is acknowledged with code 0 only once the frame has
   been handed to the target's connection; otherwise it gets 404.
+- An answer peer that connected with a resume key (``/register?resume=K``)
+  and drops has its ID held (:meth:`Router.disconnect` returns a
+  :class:`Held`); while held, only a registration from a connection with the
+  same key gets the ID back, others get 409. The router has no clock: the
+  I/O layer calls :meth:`Router.release` when the grace period is over. A
+  connection with the key may also take the ID over from a registered
+  connection with the same key that the server has not yet seen drop.
 - Responses (101-104) from peers are only logged, as in the Go demo.
 - Anything malformed is answered with 400 and the connection stays usable.
 """
@@ -76,11 +83,28 @@ class Forward:
 Action = Send | Forward
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An answer peer's ID is held for its resume key: call
+    :meth:`Router.release` with it when the grace period ends."""
+
+    peer_id: str
+    token: int
+
+
 @dataclass(slots=True)
 class _Conn:
     path: Path
     #: the registered (answer) or bound (offer) peer ID, once known
     peer_id: str | None = None
+    #: the answer peer's resume key (query parameter of /register), if any
+    resume: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    resume: str
+    token: int
 
 
 @dataclass
@@ -149,30 +173,60 @@ class Router:
         self._offers: dict[str, ConnId] = {}
         self._replies = _Replies()
         self.stats = RouterStats()
+        #: answer-peer IDs held for a reconnect, by ID
+        self._held: dict[str, _Hold] = {}
+        self._hold_tokens = 0
 
     # -- connection life cycle -------------------------------------------
 
-    def connect(self, conn: ConnId, path: Path) -> None:
-        self._conns[conn] = _Conn(path)
+    def connect(self, conn: ConnId, path: Path, resume: str | None = None) -> None:
+        """A new connection; ``resume`` is the resume key it came with (/register)."""
+        self._conns[conn] = _Conn(path, resume=resume or None)
 
-    def disconnect(self, conn: ConnId) -> None:
-        """Forget a closed connection and every ID registered through it."""
+    def disconnect(self, conn: ConnId, hold: bool = True) -> Held | None:
+        """Forget a closed connection and every ID registered through it.
+
+        An answer peer with a resume key keeps its ID, held, unless ``hold``
+        is false (it closed cleanly: it is leaving, not dropping); the result
+        says which ID, for :meth:`release`.
+        """
         state = self._conns.pop(conn, None)
         if state is None or state.peer_id is None:
-            return
+            return None
         registry = self._answers if state.path is Path.REGISTER else self._offers
-        if registry.get(state.peer_id) == conn:
-            del registry[state.peer_id]
-            log.info(
-                "%s peer %r left",
-                "answer" if state.path is Path.REGISTER else "offer",
-                state.peer_id,
-            )
+        if registry.get(state.peer_id) != conn:
+            return None
+        del registry[state.peer_id]
+        if hold and state.path is Path.REGISTER and state.resume is not None:
+            self._hold_tokens += 1
+            self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens)
+            log.info("answer peer %r left; its ID is held for it to reconnect", state.peer_id)
+            return Held(state.peer_id, self._hold_tokens)
+        log.info(
+            "%s peer %r left",
+            "answer" if state.path is Path.REGISTER else "offer",
+            state.peer_id,
+        )
+        return None
+
+    def release(self, held: Held) -> bool:
+        """The grace period of ``held`` is over: free the ID unless it was
+        taken back (or held again since). True if it was released."""
+        hold = self._held.get(held.peer_id)
+        if hold is None or hold.token != held.token:
+            return False
+        del self._held[held.peer_id]
+        log.info("answer peer %r did not come back; its ID is free", held.peer_id)
+        return True
 
     # -- queries -----------------------------------------------------------
 
     def answer_peers(self) -> list[str]:
         return sorted(self._answers)
+
+    def held_peers(self) -> list[str]:
+        """Answer-peer IDs held for a reconnect."""
+        return sorted(self._held)
 
     def offer_peers(self) -> list[str]:
         return sorted(self._offers)
@@ -262,12 +316,35 @@ class Router:
                 text,
             )
         holder = self._answers.get(peer_id)
-        if holder is not None and holder != conn:
+        if holder is not None and holder != conn and not self._take_over(holder, state):
             return self._error(conn, reply, CONFLICT, f"ID {peer_id!r} is already registered", text)
+        hold = self._held.get(peer_id)
+        if hold is not None:
+            if hold.resume != state.resume:
+                return self._error(
+                    conn,
+                    reply,
+                    CONFLICT,
+                    f"ID {peer_id!r} is held for its reconnecting peer",
+                    text,
+                )
+            del self._held[peer_id]
+            log.info("answer peer %r came back", peer_id)
         self._answers[peer_id] = conn
         state.peer_id = peer_id
         log.info("answer peer %r registered", peer_id)
         return self._ok(conn, reply, text)
+
+    def _take_over(self, holder: ConnId, state: _Conn) -> bool:
+        """Let ``state`` (same resume key) replace ``holder``, a connection of
+        the same peer that dropped without the server noticing yet (it would
+        otherwise hold the ID until the keepalive times it out)."""
+        old = self._conns.get(holder)
+        if old is None or state.resume is None or old.resume != state.resume:
+            return False
+        log.info("answer peer %r reconnected before its old connection closed", old.peer_id)
+        old.peer_id = None  # its frames now need a registration; its close frees nothing
+        return True
 
     def _route(
         self,

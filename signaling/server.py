@@ -27,7 +27,7 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -36,7 +36,16 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from signaling.connection import FastPathConnection
-from signaling.router import DEFAULT_MAX_FRAME, Action, ConnId, Forward, Path, Router, Send
+from signaling.router import (
+    DEFAULT_MAX_FRAME,
+    Action,
+    ConnId,
+    Forward,
+    Held,
+    Path,
+    Router,
+    Send,
+)
 from signaling.router import Frame as Message
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,24 @@ PING_BATCH = 256
 
 _OPEN = State.OPEN
 
+#: The query parameter of /register with an answer peer's resume key, and
+#: the longest key accepted (peers.reconnect makes 22-character ones).
+RESUME_PARAM = "resume"
+MAX_RESUME_KEY = 64
+
+
+def resume_key(request_path: str) -> str | None:
+    """The resume key in a request path's query, if any; ValueError if malformed."""
+    query = urlsplit(request_path).query
+    if not query:
+        return None
+    values = parse_qs(query, keep_blank_values=True).get(RESUME_PARAM)
+    if values is None:
+        return None
+    if len(values) != 1 or not 0 < len(values[0]) <= MAX_RESUME_KEY:
+        raise ValueError(f"{RESUME_PARAM} must be given once, 1 to {MAX_RESUME_KEY} characters")
+    return values[0]
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -65,6 +92,9 @@ class ServerConfig:
     #: how long a closing handshake may take at shutdown before the TCP
     #: connection is dropped; keeps SIGTERM-to-exit under 2 s
     close_timeout: float = 1.0
+    #: how long a dropped answer peer's ID is held for it to reconnect with
+    #: its resume key (0: not at all)
+    resume_grace: float = 30.0
 
 
 class SignalingServer:
@@ -83,6 +113,8 @@ class SignalingServer:
         #: connections with buffered output, to flush
         self._dirty: list[FastPathConnection] = []
         self._keepalive_task: asyncio.Task[None] | None = None
+        #: pending releases of held IDs (see Router.disconnect)
+        self._releases: dict[str, asyncio.TimerHandle] = {}
 
     @property
     def port(self) -> int:
@@ -133,6 +165,9 @@ class SignalingServer:
             self._keepalive_task = None
         self._server.close(close_connections=True)
         await self._server.wait_closed()
+        for handle in self._releases.values():
+            handle.cancel()
+        self._releases.clear()
 
     async def serve_forever(self) -> None:
         assert self._server is not None, "server not started"
@@ -154,6 +189,10 @@ class SignalingServer:
             return connection.respond(
                 http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
             )
+        try:
+            resume_key(request.path)
+        except ValueError as exc:
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"rtc-signal: {exc}\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -162,12 +201,13 @@ class SignalingServer:
         assert ws.request is not None and ws.response is not None
         conn = next(self._ids)
         path = Path(urlsplit(ws.request.path).path)
+        resume = resume_key(ws.request.path) if path is Path.REGISTER else None
         # Nothing reads the handshake's headers any more: free them (~2.4 KiB
         # per connection, a sixth of an idle connection's memory).
         ws.request.headers = Headers()
         ws.response.headers = Headers()
         self._connections[conn] = ws
-        self.router.connect(conn, path)
+        self.router.connect(conn, path, resume)
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
         try:
             ws.start(self, conn)
@@ -182,9 +222,28 @@ class SignalingServer:
         finally:
             ws.owner = None
             ws.backlog = None
-            self.router.disconnect(conn)
+            # A peer that closed with 1000 is leaving: hold nothing for it.
+            held = self.router.disconnect(conn, hold=ws.close_code != CloseCode.NORMAL_CLOSURE)
+            if held is not None:
+                self._hold(held)
             del self._connections[conn]
             log.debug("conn %s: closed (%s)", conn, ws.close_code)
+
+    def _hold(self, held: Held) -> None:
+        """Release ``held`` after the grace period (at once without one)."""
+        grace = self.config.resume_grace
+        if grace <= 0:
+            self.router.release(held)
+            return
+        previous = self._releases.pop(held.peer_id, None)
+        if previous is not None:
+            previous.cancel()
+
+        def release() -> None:
+            self._releases.pop(held.peer_id, None)
+            self.router.release(held)
+
+        self._releases[held.peer_id] = asyncio.get_running_loop().call_later(grace, release)
 
     # -- routing (receive, flush and drained are called by the connections) ----
 
