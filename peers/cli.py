@@ -29,6 +29,7 @@ from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 from peers.signaling_client import DEFAULT_SIGNAL_URL
 from peers.stream import chat, pipe
 from peers.workloads import timer
+from signaling.auth import TokenError, peek_id
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -53,6 +54,20 @@ _connection_options = _apply(
             envvar="RTC_SIGNAL_URL",
             show_envvar=True,
             help="Signaling server URL (ws:// or wss://), without the path.",
+        ),
+        click.option(
+            "--token",
+            envvar="RTC_PEER_TOKEN",
+            show_envvar=True,
+            help="Token for our ID, from `rtc-signal token` (for a server run with "
+            "--secret); sent as an Authorization header. Offer peers default --id to "
+            "the token's ID.",
+        ),
+        click.option(
+            "--cafile",
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA certificate(s) (PEM) that verify a wss:// signaling server; "
+            "default: the system's.",
         ),
         click.option(
             "--ice-server",
@@ -180,8 +195,24 @@ def _config(opts: dict[str, Any]) -> PeerConfig:
     except PeerError as exc:
         raise click.UsageError(str(exc)) from None
     return PeerConfig(
-        signal_url=opts["signal_url"], ice=ice, connect_timeout=opts["connect_timeout"]
+        signal_url=opts["signal_url"],
+        ice=ice,
+        connect_timeout=opts["connect_timeout"],
+        token=opts["token"] or None,
+        cafile=opts["cafile"],
     )
+
+
+def _own_id(peer_id: str | None, opts: dict[str, Any]) -> str:
+    """An offer-side peer's ID: --id, else its token's ID, else a random one."""
+    if peer_id:
+        return peer_id
+    if opts["token"]:
+        try:
+            return peek_id(opts["token"])
+        except TokenError as exc:
+            raise click.BadParameter(str(exc), param_hint="--token") from None
+    return new_offer_id()
 
 
 def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
@@ -322,7 +353,7 @@ def offer(target: str, peer_id: str | None, **opts: Any) -> None:
     mode = _data_mode(opts)
 
     async def run() -> None:
-        async with call(config, target, peer_id or new_offer_id()) as c:
+        async with call(config, target, _own_id(peer_id, opts)) as c:
             await _run_data(c, mode, "offer", opts)
 
     _run(run(), opts["log_level"])
@@ -344,7 +375,7 @@ def send(files: tuple[Path, ...], target: str, peer_id: str | None, **opts: Any)
     progress = sys.stderr.isatty()
 
     async def run() -> None:
-        async with call(config, target, peer_id or new_offer_id(), FILES_LABEL) as c:
+        async with call(config, target, _own_id(peer_id, opts), FILES_LABEL) as c:
             await send_files(c.channel, list(files), progress, _status)
 
     _run(run(), opts["log_level"])
@@ -376,7 +407,7 @@ def bench(
     config = _config(opts)
 
     async def run() -> None:
-        async with call(config, target, peer_id or new_offer_id(), BENCH_LABEL) as c:
+        async with call(config, target, _own_id(peer_id, opts), BENCH_LABEL) as c:
             result = await run_bench(c, seconds, size)
         if as_json:
             click.echo(json.dumps(result.as_json()))

@@ -19,6 +19,17 @@ class SignalingError(PeerError):
     """The signaling server is unreachable, went away, or misbehaved."""
 
 
+class HandshakeRefused(SignalingError):
+    """The server refused the WebSocket handshake with an HTTP status (401 bad
+    or missing token, 403 origin, 503 too many connections...); retrying with
+    the same token is pointless for 401/403."""
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(f"signaling server {url} refused the connection: HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
 class Refused(SignalingError):
     """The signaling server answered a request with a non-zero code."""
 

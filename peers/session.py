@@ -25,7 +25,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from peers.channel import Channel
-from peers.errors import ConnectTimeout, PeerError, Refused, SignalingError
+from peers.errors import ConnectTimeout, HandshakeRefused, PeerError, Refused, SignalingError
 from peers.ice import IceSettings, restrict_host_addresses
 from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
@@ -52,6 +52,10 @@ class PeerConfig:
     signal_url: str = DEFAULT_SIGNAL_URL
     ice: IceSettings = field(default_factory=IceSettings)
     connect_timeout: float = 30.0
+    #: the signaling server's token for our ID (``rtc-signal token``), if it wants one
+    token: str | None = None
+    #: CA bundle verifying a ``wss://`` signaling server (default: the system's)
+    cafile: str | None = None
 
 
 def new_offer_id() -> str:
@@ -170,7 +174,11 @@ async def call(
     deadline = loop.time() + config.connect_timeout
     with restrict_host_addresses(config.ice.host_addresses):
         signaling = await SignalingClient.connect(
-            config.signal_url, "/offer", config.connect_timeout
+            config.signal_url,
+            "/offer",
+            config.connect_timeout,
+            token=config.token,
+            cafile=config.cafile,
         )
         pc = RTCPeerConnection(config.ice.rtc_configuration())
         pump: asyncio.Task[None] | None = None
@@ -298,7 +306,11 @@ class AnswerPeer:
     async def _register(self) -> SignalingClient:
         """Connect to /register and register our ID; the open client."""
         signaling = await SignalingClient.connect(
-            self.config.signal_url, register_path(self.resume_key), self.config.connect_timeout
+            self.config.signal_url,
+            register_path(self.resume_key),
+            self.config.connect_timeout,
+            token=self.config.token,
+            cafile=self.config.cafile,
         )
         try:
             await signaling.register(self.peer_id)
@@ -354,6 +366,10 @@ class AnswerPeer:
                 return await self._register()
             except Refused:
                 raise
+            except HandshakeRefused as exc:
+                if exc.status in (401, 403):  # our token or origin: retrying cannot help
+                    raise
+                self._status(f"reconnect attempt {backoff.attempt} failed: {exc}")
             except SignalingError as exc:
                 self._status(f"reconnect attempt {backoff.attempt} failed: {exc}")
 

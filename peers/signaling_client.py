@@ -12,13 +12,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from peers.errors import IdTaken, Refused, SignalingError, UnknownTarget
+from peers.errors import HandshakeRefused, IdTaken, Refused, SignalingError, UnknownTarget
 from proto import (
     Command,
     Envelope,
@@ -53,12 +54,43 @@ class SignalingClient:
         self.closed_reason: str | None = None
 
     @classmethod
-    async def connect(cls, base_url: str, path: str, timeout: float) -> SignalingClient:
-        """Connect to ``base_url`` + ``path``; SignalingError if unreachable."""
+    async def connect(
+        cls,
+        base_url: str,
+        path: str,
+        timeout: float,
+        *,
+        token: str | None = None,
+        cafile: str | None = None,
+    ) -> SignalingClient:
+        """Connect to ``base_url`` + ``path``; SignalingError if unreachable,
+        HandshakeRefused if the server refuses us (e.g. HTTP 401 for the token).
+
+        ``token`` goes in an ``Authorization: Bearer`` header (kept out of the
+        URL, hence out of proxies' access logs); ``cafile`` is the CA bundle
+        that verifies a ``wss://`` server (default: the system's).
+        """
         url = base_url.rstrip("/") + path
+        headers = None if token is None else {"Authorization": f"Bearer {token}"}
+        # websockets wants ssl=True (system CAs) or a context for wss://, None for ws://
+        context: ssl.SSLContext | bool | None = True if url.startswith("wss://") else None
+        if cafile is not None:
+            if not url.startswith("wss://"):
+                raise SignalingError(f"a CA file is for wss:// URLs, not {base_url!r}")
+            try:
+                context = ssl.create_default_context(cafile=cafile)
+            except (OSError, ssl.SSLError) as exc:
+                raise SignalingError(f"cannot load the CA file {cafile}: {exc}") from None
         try:
             ws = await asyncio.wait_for(
-                connect(url, open_timeout=None, compression=None, max_size=1 << 20),
+                connect(
+                    url,
+                    open_timeout=None,
+                    compression=None,
+                    max_size=1 << 20,
+                    additional_headers=headers,
+                    ssl=context,
+                ),
                 timeout,
             )
         except TimeoutError:
@@ -67,6 +99,12 @@ class SignalingClient:
             ) from None
         except InvalidURI as exc:
             raise SignalingError(f"bad signaling URL {base_url!r}: {exc}") from None
+        except InvalidStatus as exc:
+            response = exc.response
+            reason = response.body.decode(errors="replace").strip() if response.body else ""
+            raise HandshakeRefused(
+                base_url, response.status_code, reason or response.reason_phrase
+            ) from None
         except (OSError, InvalidHandshake) as exc:
             raise SignalingError(f"cannot reach signaling server {base_url}: {exc}") from None
         log.info("connected to %s", url.split("?", 1)[0])  # the query may hold secrets

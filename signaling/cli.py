@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import resource
+import ssl
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from signaling import auth
+from signaling.limits import RateLimit
 from signaling.router import DEFAULT_MAX_FRAME
 from signaling.server import ServerConfig, run_server
 
@@ -21,6 +29,120 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+#: file descriptors kept for everything but client connections (logs, the
+#: listening socket, DNS...) when --max-connections is derived from the limit
+FD_RESERVE = 64
+
+_secret_option = click.option(
+    "--secret",
+    envvar="RTC_SIGNAL_SECRET",
+    show_envvar=True,
+    help="Token secret (at least 16 characters). Prefer the environment variable: "
+    "a command-line argument is visible to every local user.",
+)
+
+
+def _security_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``serve``'s security and limit options (README "Security model")."""
+    options: list[Decorator] = [
+        _secret_option,
+        click.option(
+            "--allow-origin",
+            "allow_origins",
+            multiple=True,
+            metavar="ORIGIN",
+            help="Browser origin allowed to connect, e.g. https://app.example.com "
+            "(repeatable). Default: any. Clients sending no Origin (non-browsers) "
+            "are always allowed.",
+        ),
+        click.option(
+            "--max-connections",
+            type=click.IntRange(1),
+            default=None,
+            help="Open connections beyond which handshakes get HTTP 503. "
+            f"Default: the open-file limit (raised to its maximum) minus {FD_RESERVE}.",
+        ),
+        click.option(
+            "--rate-limit",
+            default=100.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Messages per second per connection (0: no limit); over it, 429; "
+            "over it for 5 s, the connection is closed (1008).",
+        ),
+        click.option(
+            "--rate-burst",
+            default=200,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Messages a connection may send at once before the rate applies.",
+        ),
+        click.option(
+            "--idle-timeout",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Close connections that have not registered (or sent an offer) "
+            "within this many seconds (0: never).",
+        ),
+        click.option(
+            "--certfile",
+            type=click.Path(exists=True, dir_okay=False),
+            help="PEM certificate chain: serve wss:// (TLS).",
+        ),
+        click.option(
+            "--keyfile",
+            type=click.Path(exists=True, dir_okay=False),
+            help="PEM private key (if not in --certfile).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft open-file limit to the hard one (each connection is a
+    file); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _security_config(opts: dict[str, Any]) -> dict[str, Any]:
+    """ServerConfig fields from the options of :func:`_security_options`."""
+    secret = None
+    if opts["secret"] is not None:
+        try:
+            secret = auth.check_secret(opts["secret"])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--secret") from None
+    if opts["keyfile"] and not opts["certfile"]:
+        raise click.UsageError("--keyfile needs --certfile")
+    max_connections = opts["max_connections"]
+    fd_limit = _raise_fd_limit()
+    if max_connections is None:
+        max_connections = max(1, fd_limit - FD_RESERVE)
+    rate = opts["rate_limit"]
+    return {
+        "secret": secret,
+        "allow_origins": tuple(opts["allow_origins"]),
+        "max_connections": max_connections,
+        "rate_limit": RateLimit(rate, opts["rate_burst"]) if rate else None,
+        "idle_timeout": opts["idle_timeout"] or None,
+        "certfile": opts["certfile"],
+        "keyfile": opts["keyfile"],
+    }
 
 
 @click.group()
@@ -74,6 +196,7 @@ def main() -> None:
     help="Seconds a dropped answer peer's ID stays reserved for it to reconnect "
     "(peers that sent a resume key; 0 disables).",
 )
+@_security_options
 def serve(
     host: str,
     port: int,
@@ -82,6 +205,7 @@ def serve(
     ping_interval: float,
     ping_timeout: float,
     resume_grace: float,
+    **security: Any,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
     setup_logging(log_level)
@@ -92,12 +216,42 @@ def serve(
         ping_interval=ping_interval or None,
         ping_timeout=ping_timeout if ping_interval else None,
         resume_grace=resume_grace,
+        **_security_config(security),
     )
 
     try:
         asyncio.run(run_server(config, on_ready=lambda url: click.echo(f"listening on {url}")))
+    except ssl.SSLError as exc:
+        raise click.ClickException(f"cannot use --certfile/--keyfile: {exc}") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+@main.command()
+@click.option("--id", "peer_id", required=True, help="The peer ID the token grants.")
+@click.option(
+    "--ttl",
+    default="24h",
+    show_default=True,
+    help="How long the token is valid: seconds, or with a unit (90s, 15m, 1h, 7d).",
+)
+@_secret_option
+def token(peer_id: str, ttl: str, secret: str | None) -> None:
+    """Print a token that lets a peer register or call as ID (needs the
+    server's secret)."""
+    if not secret:
+        raise click.UsageError("a secret is needed: --secret or RTC_SIGNAL_SECRET")
+    try:
+        key = auth.check_secret(secret)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--secret") from None
+    try:
+        seconds = auth.parse_duration(ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ttl") from None
+    if not peer_id:
+        raise click.BadParameter("the ID must not be empty", param_hint="--id")
+    click.echo(auth.mint(key, peer_id, math.ceil(time.time() + seconds)))
 
 
 if __name__ == "__main__":

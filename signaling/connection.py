@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover (websockets built without its C extension)
     from websockets.utils import apply_mask
 
+from signaling.limits import TokenBucket
 from signaling.router import Action, ConnId, Forward
 from signaling.router import Frame as Message
 
@@ -84,8 +85,10 @@ class FastPathConnection(ServerConnection):
     # Slots, not instance attributes: websockets already sets 27, and past 30
     # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
     __slots__ = (
+        "allowed_id",
         "backlog",
         "blocked",
+        "bucket",
         "conn_id",
         "dirty",
         "failed",
@@ -141,6 +144,10 @@ class FastPathConnection(ServerConnection):
         self.dirty = False
         #: resolved when the backlog is empty and nothing is held
         self.idle: asyncio.Future[None] | None = None
+        #: the ID this connection's token grants (set at the handshake), if any
+        self.allowed_id: str | None = None
+        #: the message rate limit's state, if the owner limits the rate
+        self.bucket: TokenBucket | None = None
 
     def start(self, owner: ConnectionOwner, conn: ConnId) -> None:
         """The owner's handler runs: hand it messages from now on."""

@@ -23,6 +23,8 @@ Rules (codes are documented in the README):
   connection with the same key that the server has not yet seen drop.
 - Responses (101-104) from peers are only logged, as in the Go demo.
 - Anything malformed is answered with 400 and the connection stays usable.
+- A connection opened with a token (see :mod:`signaling.auth`) may only
+  register, or bind as an offer peer, the token's ID (403 otherwise).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ FORBIDDEN = 403
 NOT_FOUND = 404
 CONFLICT = 409
 TOO_LARGE = 413
+TOO_MANY_REQUESTS = 429
 
 DEFAULT_MAX_FRAME = 64 * 1024
 
@@ -99,6 +102,8 @@ class _Conn:
     peer_id: str | None = None
     #: the answer peer's resume key (query parameter of /register), if any
     resume: str | None = None
+    #: the only ID this connection may use (its token's), or None: any ID
+    allowed_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,10 @@ def _reply_to(command: Command | None) -> Command:
 _RESPONSE = {c: c.response for c in Command}
 
 
+def _not_token_id(peer_id: str, state: _Conn) -> str:
+    return f"source {peer_id!r} is not the ID of this connection's token ({state.allowed_id!r})"
+
+
 class _Replies:
     """Response frames, cached for the constant ones (every ack is the same)."""
 
@@ -158,7 +167,8 @@ class _Replies:
         if frame is None:
             raw = encode_response(command, code, msg)
             frame = raw.decode() if text else raw
-            if code == OK:  # only acks are worth caching; errors carry details
+            # acks, and the one constant error a flooder gets over and over
+            if code in (OK, TOO_MANY_REQUESTS):
                 self._cache[key] = frame
         return frame
 
@@ -179,9 +189,16 @@ class Router:
 
     # -- connection life cycle -------------------------------------------
 
-    def connect(self, conn: ConnId, path: Path, resume: str | None = None) -> None:
-        """A new connection; ``resume`` is the resume key it came with (/register)."""
-        self._conns[conn] = _Conn(path, resume=resume or None)
+    def connect(
+        self,
+        conn: ConnId,
+        path: Path,
+        resume: str | None = None,
+        allowed_id: str | None = None,
+    ) -> None:
+        """A new connection; ``resume`` is the resume key it came with (/register),
+        ``allowed_id`` the ID its token grants (None: any)."""
+        self._conns[conn] = _Conn(path, resume=resume or None, allowed_id=allowed_id)
 
     def disconnect(self, conn: ConnId, hold: bool = True) -> Held | None:
         """Forget a closed connection and every ID registered through it.
@@ -286,6 +303,16 @@ class Router:
             return [self._register(conn, state, source, text)]
         return self._route(conn, state, command, source, target, frame, text)
 
+    def refuse(self, conn: ConnId, frame: Frame, code: int, msg: str) -> Send:
+        """An error reply to ``frame`` that the I/O layer drops unrouted (e.g.
+        over the rate limit), in the frame's response command and type."""
+        quick = peek_request(frame)
+        command = quick[0] if quick is not None else _peek_command(frame)
+        # not logged here: the I/O layer logs once per episode, not per frame
+        return self._error(
+            conn, _reply_to(command), code, msg, isinstance(frame, str), log_it=False
+        )
+
     def forward_failed(self, action: Forward) -> list[Action]:
         """The target of ``action`` was closed before the frame reached it."""
         self.disconnect(action.target)
@@ -307,6 +334,8 @@ class Router:
             return self._error(conn, reply, FORBIDDEN, "register on /register, not /offer", text)
         if not peer_id:
             return self._error(conn, reply, BAD_REQUEST, "init needs a non-empty source ID", text)
+        if state.allowed_id is not None and peer_id != state.allowed_id:
+            return self._error(conn, reply, FORBIDDEN, _not_token_id(peer_id, state), text)
         if state.peer_id is not None and state.peer_id != peer_id:
             return self._error(
                 conn,
@@ -390,6 +419,8 @@ class Router:
                         text,
                     )
                 ]
+            if state.peer_id is None and state.allowed_id not in (None, source):
+                return [self._error(conn, reply, FORBIDDEN, _not_token_id(source, state), text)]
             holder = self._offers.get(source)
             if holder is not None and holder != conn:
                 return [
@@ -417,9 +448,12 @@ class Router:
     def _ok(self, conn: ConnId, command: Command, text: bool) -> Send:
         return Send(conn, self._ack(command, text))
 
-    def _error(self, conn: ConnId, reply: Command, code: int, msg: str, text: bool) -> Send:
+    def _error(
+        self, conn: ConnId, reply: Command, code: int, msg: str, text: bool, log_it: bool = True
+    ) -> Send:
         """An error Response in the ``reply`` command (like :meth:`_ok`, not a request)."""
         self.stats.errors += 1
         self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
-        log.info("conn %s: refusing with %d: %s", conn, code, msg)
+        if log_it:
+            log.info("conn %s: refusing with %d: %s", conn, code, msg)
         return Send(conn, self._replies.get(reply, code, msg, text))

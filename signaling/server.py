@@ -10,6 +10,14 @@ while it handles one read goes out with one ``write`` per connection
 (:meth:`SignalingServer.flush`), and one keepalive task pings them all, instead
 of a task each (``benchmarks/README.md`` has the measurements).
 
+Admission (:meth:`SignalingServer._admit`, during the opening handshake):
+the connection limit (HTTP 503), the Origin allowlist (403) and, with a
+secret, the token (401; :mod:`signaling.auth`), whose ID the router then
+enforces. After it, each message passes the connection's rate limit
+(:mod:`signaling.limits`; 429, then close 1008), and a connection that has
+not registered (or sent its first offer) within the idle timeout is closed
+with 1008. TLS is the ``ssl`` context of the listening socket.
+
 Flow control is the one of ``await ws.send()``: a forward whose target's write
 buffer is over its high-water mark holds the sender's acknowledgement and its
 next messages until the target drains; messages that keep arriving meanwhile
@@ -25,19 +33,24 @@ import itertools
 import logging
 import os
 import signal
+import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from signaling import auth
 from signaling.connection import FastPathConnection
+from signaling.limits import ALLOW, REFUSE, RateLimit
 from signaling.router import (
     DEFAULT_MAX_FRAME,
+    TOO_MANY_REQUESTS,
     Action,
     ConnId,
     Forward,
@@ -95,6 +108,22 @@ class ServerConfig:
     #: how long a dropped answer peer's ID is held for it to reconnect with
     #: its resume key (0: not at all)
     resume_grace: float = 30.0
+    # -- security (README "Security model") --------------------------------
+    #: the token secret (:func:`signaling.auth.check_secret`); None: open server
+    secret: bytes | None = None
+    #: allowed ``Origin`` header values; empty: any (no Origin is always allowed)
+    allow_origins: tuple[str, ...] = ()
+    #: open TCP connections (handshaking, open or closing) beyond which a new
+    #: handshake gets HTTP 503; None: no limit
+    max_connections: int | None = None
+    #: per-connection message rate limit; None: none
+    rate_limit: RateLimit | None = None
+    #: seconds a connection may stay without registering (or, on /offer,
+    #: without sending its first offer) before it is closed; None: forever
+    idle_timeout: float | None = None
+    #: PEM certificate chain and key: serve wss:// (TLS)
+    certfile: str | None = None
+    keyfile: str | None = None
 
 
 class SignalingServer:
@@ -115,6 +144,8 @@ class SignalingServer:
         self._keepalive_task: asyncio.Task[None] | None = None
         #: pending releases of held IDs (see Router.disconnect)
         self._releases: dict[str, asyncio.TimerHandle] = {}
+        #: connections past admission whose TCP connection is still open
+        self._admitted: set[ServerConnection] = set()
 
     @property
     def port(self) -> int:
@@ -128,7 +159,8 @@ class SignalingServer:
         host = self.config.host
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}"
+        scheme = "wss" if self.config.certfile else "ws"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         cfg = self.config
@@ -137,7 +169,8 @@ class SignalingServer:
             cfg.host,
             cfg.port,
             create_connection=FastPathConnection,
-            process_request=self._check_path,
+            process_request=self._process_request,
+            ssl=self._ssl_context(),
             max_size=cfg.max_frame * HARD_LIMIT_FACTOR,
             # One task pings every connection (see _keepalive), rather than
             # websockets' task per connection.
@@ -153,6 +186,7 @@ class SignalingServer:
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout)
             )
         log.info("listening on %s", self.url)
+        self._log_security()
 
     async def close(self) -> None:
         """Close every connection with 1001 (going away) and stop listening."""
@@ -182,6 +216,79 @@ class SignalingServer:
 
     # -- connections --------------------------------------------------------
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if cfg.certfile is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cfg.certfile, cfg.keyfile)
+        return context
+
+    def _log_security(self) -> None:
+        cfg = self.config
+        if cfg.secret is None:
+            log.warning(
+                "running open (no authentication): any client may register or call "
+                "under any ID; start with --secret (or RTC_SIGNAL_SECRET) to require tokens"
+            )
+        else:
+            log.info("token authentication on: peers must present a token for their ID")
+        limit = cfg.rate_limit
+        log.info(
+            "limits: origins %s, max connections %s, rate %s, idle timeout %s, TLS %s",
+            ", ".join(cfg.allow_origins) or "any",
+            cfg.max_connections or "none",
+            f"{limit.rate:g}/s (burst {limit.burst:g})" if limit else "none",
+            f"{cfg.idle_timeout:g} s" if cfg.idle_timeout else "none",
+            "on" if cfg.certfile else "off",
+        )
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        return self._check_path(connection, request) or self._admit(connection, request)
+
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The handshake's admission checks: None to accept, else the refusal."""
+        cfg = self.config
+        assert isinstance(connection, FastPathConnection)
+        if cfg.max_connections is not None and len(self._admitted) >= cfg.max_connections:
+            response = _refusal(
+                connection,
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many connections (limit {cfg.max_connections}); try again later",
+            )
+            response.headers["Retry-After"] = "5"
+            return response
+        try:
+            origin = request.headers.get("Origin")
+            authorization = request.headers.get("Authorization")
+        except MultipleValuesError as exc:
+            return _refusal(connection, http.HTTPStatus.BAD_REQUEST, f"repeated header {exc}")
+        # No Origin header: not a browser (which always sends one), so the
+        # allowlist, a defence against other sites' pages, does not apply.
+        if cfg.allow_origins and origin is not None and origin not in cfg.allow_origins:
+            return _refusal(connection, http.HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+        if cfg.secret is not None:
+            token = auth.token_from_request(request.path, authorization)
+            if token is None:
+                why = "a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)"
+            else:
+                try:
+                    connection.allowed_id = auth.verify(cfg.secret, token, time.time())
+                    why = ""
+                except auth.TokenError as exc:
+                    why = f"invalid token: {exc}"
+            if why:
+                response = _refusal(connection, http.HTTPStatus.UNAUTHORIZED, why)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="rtc-signal"'
+                return response
+        # Counted from admission (not from the end of the handshake, as websockets'
+        # own set is) until the TCP connection is gone, so that concurrent
+        # handshakes cannot overshoot the limit.
+        admitted = self._admitted
+        admitted.add(connection)
+        connection.connection_lost_waiter.add_done_callback(lambda _: admitted.discard(connection))
+        return None
+
     @staticmethod
     def _check_path(connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -207,8 +314,13 @@ class SignalingServer:
         ws.request.headers = Headers()
         ws.response.headers = Headers()
         self._connections[conn] = ws
-        self.router.connect(conn, path, resume)
+        self.router.connect(conn, path, resume, ws.allowed_id)
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
+        cfg = self.config
+        if cfg.rate_limit is not None:
+            ws.bucket = cfg.rate_limit.bucket(ws.loop.time())
+        if cfg.idle_timeout is not None:
+            ws.loop.call_later(cfg.idle_timeout, self._check_idle, conn)
         try:
             ws.start(self, conn)
             self._run_backlog(ws)  # messages that came before this task started
@@ -249,7 +361,44 @@ class SignalingServer:
 
     def receive(self, ws: FastPathConnection, message: Message) -> None:
         """Route one message from ``ws`` (not held, nothing queued before it)."""
+        bucket = ws.bucket
+        if bucket is not None:
+            now = ws.loop.time()
+            verdict = bucket.take(now)
+            if verdict != ALLOW:
+                self._over_rate(ws, message, verdict, now)
+                return
         self._perform(ws, self.router.receive(ws.conn_id, message))
+
+    def _over_rate(
+        self, ws: FastPathConnection, message: Message, verdict: int, now: float
+    ) -> None:
+        """``message`` is over ``ws``'s rate limit: 429 (logged once per episode),
+        or close 1008 if the excess has lasted too long."""
+        limit = self.config.rate_limit
+        assert limit is not None and ws.bucket is not None
+        if verdict == REFUSE:
+            if ws.bucket.over_since == now:  # the first refusal of the episode
+                log.info("conn %s: over the rate limit, refusing with 429", ws.conn_id)
+            msg = f"rate limit of {limit.rate:g} messages/s exceeded; message dropped"
+            self._perform(ws, [self.router.refuse(ws.conn_id, message, TOO_MANY_REQUESTS, msg)])
+            return
+        log.warning(
+            "conn %s (%s): over the rate limit for %g s, closing",
+            ws.conn_id,
+            self.router.peer_id(ws.conn_id) or "unregistered",
+            limit.grace,
+        )
+        ws.fail(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
+
+    def _check_idle(self, conn: ConnId) -> None:
+        """The idle timeout after ``conn`` opened: close it if it has no ID yet."""
+        ws = self._connections.get(conn)
+        if ws is None or self.router.peer_id(conn) is not None:
+            return
+        timeout = self.config.idle_timeout
+        log.info("conn %s: no ID after %g s, closing", conn, timeout)
+        ws.fail(CloseCode.POLICY_VIOLATION, f"no registration or offer within {timeout:g} s")
 
     def _perform(self, ws: FastPathConnection, actions: list[Action]) -> None:
         """Perform ``actions`` for sender ``ws``; stop and queue the rest if blocked."""
@@ -361,6 +510,12 @@ class SignalingServer:
             if ws is not None and ws.ping_payload is payload:
                 log.debug("conn %s: no pong within the ping timeout", conn)
                 ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+
+def _refusal(connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
+    """An HTTP refusal of the handshake with a one-line plain-text reason."""
+    log.info("refusing a handshake from %s: %d %s", connection.remote_address, status, why)
+    return connection.respond(status, f"rtc-signal: {why}\n")
 
 
 async def run_server(config: ServerConfig, on_ready: Callable[[str], None] | None = None) -> None:

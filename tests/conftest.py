@@ -48,7 +48,7 @@ RUN_TIMEOUT = 30.0
 STARTUP_TIMEOUT = 15.0
 
 REPO = Path(__file__).resolve().parent.parent
-_LISTENING = re.compile(r"^listening on (ws://\S+)$")
+_LISTENING = re.compile(r"^listening on (wss?://\S+)$")
 
 # Test modules import these helpers with ``from tests.conftest import ...``.
 # Make that name resolve to this very module (not a second copy), however

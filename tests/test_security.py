@@ -1,0 +1,288 @@
+"""The server's security features against a real in-process server on loopback:
+token auth (401 at the handshake, 403 for another ID), the Origin allowlist,
+the connection limit (503), the message rate limit (429, then close 1008), the
+idle timeout for connections without an ID (1008) and TLS (wss://)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from proto import Command, decode, encode_request
+from signaling import auth
+from signaling.limits import RateLimit
+from signaling.router import FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS
+from tests.conftest import (
+    WAIT,
+    client,
+    connect,
+    eventually,
+    expect_response,
+    offer,
+    offer_frame,
+    recv_frame,
+    register,
+    relay_offer,
+    run,
+    running_server,
+    within,
+)
+from tests.helpers_tls import self_signed_cert
+
+SECRET = b"server-secret-0123456789"
+
+
+def token(peer_id: str, ttl: float = 3600, secret: bytes = SECRET) -> str:
+    return auth.mint(secret, peer_id, int(time.time() + ttl))
+
+
+def bearer(tok: str) -> dict[str, Any]:
+    return {"additional_headers": {"Authorization": f"Bearer {tok}"}}
+
+
+async def refused(url: str, path: str, **kwargs: Any) -> tuple[int, str]:
+    """Connect, expecting an HTTP refusal of the handshake: (status, body)."""
+    with pytest.raises(InvalidStatus) as info:
+        ws = await connect(url, path, **kwargs)
+        await ws.close()
+    response = info.value.response
+    return response.status_code, response.body.decode()
+
+
+async def close_of(ws: ClientConnection, timeout: float = WAIT) -> tuple[int | None, str | None]:
+    await within(ws.wait_closed(), timeout)
+    return ws.close_code, ws.close_reason
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("presented", "reason"),
+    [
+        (None, "a token is required"),
+        ("garbage!", "not base64url"),
+        (token("alice", secret=b"another-secret-0123456789"), "signature does not match"),
+        (token("alice", ttl=-1), "expired"),
+    ],
+    ids=["missing", "malformed", "forged", "expired"],
+)
+@pytest.mark.parametrize("path", ["/register", "/offer"])
+def test_bad_or_missing_token_is_refused_with_401_and_a_reason(
+    presented: str | None, reason: str, path: str
+) -> None:
+    """With a secret, no valid token means HTTP 401 (with the reason and
+    WWW-Authenticate: Bearer), whether sent as header or query parameter."""
+
+    async def main() -> None:
+        async with running_server(secret=SECRET) as server:
+            ways: list[tuple[str, dict[str, Any]]] = [(path, {})]
+            if presented is not None:
+                ways = [(path, bearer(presented)), (f"{path}?token={presented}", {})]
+            for where, kwargs in ways:
+                with pytest.raises(InvalidStatus) as info:
+                    await connect(server.url, where, **kwargs)
+                response = info.value.response
+                assert response.status_code == 401
+                assert reason in response.body.decode()
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert len(server.router) == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_valid_tokens_register_and_call(how: str) -> None:
+    """alice's and bob's tokens (header or ?token=) let them register and call."""
+
+    def where(path: str, tok: str) -> tuple[str, dict[str, Any]]:
+        return (path, bearer(tok)) if how == "header" else (f"{path}?token={tok}", {})
+
+    async def main() -> None:
+        async with running_server(secret=SECRET) as server:
+            path, kwargs = where("/register", token("alice"))
+            async with client(server.url, path, **kwargs) as alice:
+                await register(alice, "alice")
+                path, kwargs = where("/offer", token("bob"))
+                async with client(server.url, path, **kwargs) as bob:
+                    await relay_offer(bob, alice, "bob", "alice")
+
+    run(main())
+
+
+def test_registering_or_offering_as_another_id_than_the_tokens_is_403() -> None:
+    """A valid token for alice does not let its holder use the ID mallory (Response 403)."""
+
+    async def main() -> None:
+        async with running_server(secret=SECRET) as server:
+            async with client(server.url, "/register", **bearer(token("alice"))) as ws:
+                await ws.send(encode_request(Command.INIT, "mallory", ""))
+                response = await expect_response(ws, Command.INIT_RESPONSE, FORBIDDEN)
+                assert "token" in response.msg
+                await register(ws, "alice")  # the connection stays usable
+                async with client(server.url, "/offer", **bearer(token("bob"))) as caller:
+                    await offer(caller, "mallory", "alice", expect_code=FORBIDDEN)
+                    await relay_offer(caller, ws, "bob", "alice")
+            await eventually(lambda: server.router.answer_peers() == [])
+
+    run(main())
+
+
+def test_open_server_accepts_clients_without_token_and_ignores_tokens() -> None:
+    """Without a secret the server runs open, as before: any ID, tokens ignored."""
+
+    async def main() -> None:
+        async with running_server() as server, client(server.url, "/register?token=x") as ws:
+            await register(ws, "anyone")
+
+    run(main())
+
+
+# -- origins ----------------------------------------------------------------------------------
+
+
+def test_origin_allowlist() -> None:
+    """Allowed origin: accepted; other origin: 403; no Origin (not a browser): accepted."""
+
+    async def main() -> None:
+        async with running_server(allow_origins=("https://app.example",)) as server:
+            async with client(server.url, "/register", origin="https://app.example") as ws:
+                await register(ws, "browser")
+            status, body = await refused(server.url, "/register", origin="https://evil.example")
+            assert status == 403 and "https://evil.example" in body
+            async with client(server.url, "/register") as ws:
+                await register(ws, "cli")
+
+    run(main())
+
+
+# -- connection limit -----------------------------------------------------------------------------
+
+
+def test_connections_beyond_the_limit_get_503_until_one_leaves() -> None:
+    """With --max-connections 2, a third handshake gets HTTP 503 (with Retry-After);
+    once a connection has gone, a new one is admitted."""
+
+    async def main() -> None:
+        async with running_server(max_connections=2) as server:
+            first = await connect(server.url, "/register")
+            async with client(server.url, "/register") as second:
+                await register(second, "two")
+                with pytest.raises(InvalidStatus) as info:
+                    await connect(server.url, "/offer")
+                response = info.value.response
+                assert response.status_code == 503
+                assert "too many connections" in response.body.decode()
+                assert response.headers["Retry-After"]
+                await first.close()
+                async with asyncio.timeout(WAIT):
+                    while True:  # the slot frees once the server has closed its side
+                        try:
+                            third = await connect(server.url, "/register")
+                            break
+                        except InvalidStatus:
+                            await asyncio.sleep(0.02)
+                await register(third, "three")
+                await third.close()
+
+    run(main())
+
+
+# -- rate limit ---------------------------------------------------------------------------------
+
+
+def test_flood_gets_429_then_is_closed_and_others_are_unaffected() -> None:
+    """Over the rate: 429 replies (in the request's response command); still over
+    it after the grace period: close 1008. A well-behaved peer keeps working."""
+
+    async def main() -> None:
+        limit = RateLimit(rate=20, burst=5, grace=1.0)
+        async with (
+            running_server(rate_limit=limit) as server,
+            client(server.url, "/register") as quiet,
+        ):
+            await register(quiet, "quiet")
+            flooder = await connect(server.url, "/offer")
+            frame = offer_frame("flooder", "nobody")
+            for _ in range(30):
+                await flooder.send(frame)
+            codes = []
+            for _ in range(30):
+                envelope = decode(await recv_frame(flooder))
+                assert envelope.command == Command.OFFER_RESPONSE
+                codes.append(envelope.response.code)
+            assert codes[:5] == [NOT_FOUND] * 5  # the burst is routed (unknown target)
+            assert codes.count(TOO_MANY_REQUESTS) >= 20
+            # keep flooding (and reading): closed once the grace period is over
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(WAIT):
+                    while True:
+                        await flooder.send(frame)
+                        await asyncio.sleep(0.005)
+                        while True:
+                            try:
+                                await asyncio.wait_for(flooder.recv(), 0.001)
+                            except TimeoutError:
+                                break
+            code, reason = await close_of(flooder)
+            assert code == 1008 and "rate limit" in (reason or "")
+            assert time.monotonic() - started < WAIT
+            async with client(server.url, "/offer") as caller:
+                await relay_offer(caller, quiet, "caller", "quiet")
+
+    run(main())
+
+
+# -- idle timeout ----------------------------------------------------------------------------------
+
+
+def test_connections_that_never_take_an_id_are_closed_after_the_idle_timeout() -> None:
+    """/register without Init and /offer without Offer: closed with 1008;
+    a registered peer and a caller that offered stay."""
+
+    async def main() -> None:
+        async with running_server(idle_timeout=0.3) as server:
+            lazy_answer = await connect(server.url, "/register")
+            lazy_offer = await connect(server.url, "/offer")
+            async with client(server.url, "/register") as alice:
+                await register(alice, "alice")
+                async with client(server.url, "/offer") as bob:
+                    await relay_offer(bob, alice, "bob", "alice")
+                    for ws in (lazy_answer, lazy_offer):
+                        code, reason = await close_of(ws)
+                        assert code == 1008 and "within 0.3 s" in (reason or "")
+                    await asyncio.sleep(0.3)
+                    await relay_offer(bob, alice, "bob", "alice")
+            await eventually(lambda: len(server.router) == 0)
+
+    run(main())
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def test_tls_server_serves_wss_to_clients_that_trust_its_certificate(tmp_path: Path) -> None:
+    """With a certificate the URL is wss://; a client trusting it registers and
+    calls; one without the CA fails certificate verification."""
+    cert = self_signed_cert(tmp_path)
+
+    async def main() -> None:
+        async with running_server(certfile=str(cert.certfile), keyfile=str(cert.keyfile)) as server:
+            assert server.url.startswith("wss://127.0.0.1:")
+            trusting = ssl.create_default_context(cafile=str(cert.certfile))
+            async with client(server.url, "/register", ssl=trusting) as alice:
+                await register(alice, "alice")
+                async with client(server.url, "/offer", ssl=trusting) as bob:
+                    await relay_offer(bob, alice, "bob", "alice")
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await connect(server.url, "/register", ssl=ssl.create_default_context())
+
+    run(main())
