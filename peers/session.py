@@ -76,6 +76,34 @@ class Call:
     setup_seconds: float = 0.0
 
 
+class _EarlyCandidates:
+    """Candidates from callers whose offer has not arrived yet.
+
+    A browser or Go peer trickles right after its offer; relayed by other
+    servers, or racing a caller that calls again, a candidate can come first.
+    Bounded: at most MAX_CALLERS callers (the oldest is forgotten) and
+    MAX_EACH candidates each, so a flood of them costs little memory.
+    """
+
+    MAX_CALLERS = 64
+    MAX_EACH = 64
+
+    def __init__(self) -> None:
+        self._by_caller: dict[str, list[bytes | None]] = {}
+
+    def add(self, caller: str, body: bytes | None) -> None:
+        bodies = self._by_caller.get(caller)
+        if bodies is None:
+            if len(self._by_caller) >= self.MAX_CALLERS:
+                del self._by_caller[next(iter(self._by_caller))]
+            bodies = self._by_caller[caller] = []
+        if len(bodies) < self.MAX_EACH:
+            bodies.append(body)
+
+    def take(self, caller: str) -> list[bytes | None]:
+        return self._by_caller.pop(caller, [])
+
+
 class _Negotiation:
     """The remote side of one RTCPeerConnection: description and candidates."""
 
@@ -117,6 +145,10 @@ class _Negotiation:
             log.warning("could not add a candidate from %r: %r", self.remote_id, exc)
             return
         log.debug("added remote candidate %s", line)
+
+    def queue_early(self, bodies: list[bytes | None]) -> None:
+        """Candidates that came before the offer: applied once it is set."""
+        self._early_candidates[:0] = bodies
 
     def state(self) -> str:
         return (
@@ -402,6 +434,7 @@ class AnswerPeer:
         """Start a call per offer, route candidates to calls, until signaling
         ends; return the error that ended it. Calls are in ``tasks``, not
         tied to this connection: they outlive it."""
+        early = _EarlyCandidates()
         try:
             async for envelope in signaling.requests():
                 request = envelope.request
@@ -423,6 +456,7 @@ class AnswerPeer:
                         previous[1].cancel()  # a caller that calls again starts afresh
                     pc = RTCPeerConnection(self.config.ice.rtc_configuration())
                     negotiation = _Negotiation(pc, caller)
+                    negotiation.queue_early(early.take(caller))
                     self._started += 1
                     task = tasks.create_task(
                         self._serve_call(signaling, negotiation, description, handler, events),
@@ -432,7 +466,8 @@ class AnswerPeer:
                 elif envelope.command is Command.CANDIDATE:
                     entry = self._calls.get(caller)
                     if entry is None:
-                        log.warning("candidate from %r, who is not calling", caller)
+                        log.debug("candidate from %r before its offer: kept", caller)
+                        early.add(caller, request.body)
                     else:
                         await entry[0].add_candidate(request.body)
                 else:

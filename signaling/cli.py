@@ -196,6 +196,12 @@ def main() -> None:
     help="Seconds a dropped answer peer's ID stays reserved for it to reconnect "
     "(peers that sent a resume key; 0 disables).",
 )
+@click.option(
+    "--pages/--no-pages",
+    default=True,
+    show_default=True,
+    help="Serve the browser page (/) and the JavaScript client (/rtc-signal.js).",
+)
 @_security_options
 def serve(
     host: str,
@@ -205,6 +211,7 @@ def serve(
     ping_interval: float,
     ping_timeout: float,
     resume_grace: float,
+    pages: bool,
     **security: Any,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
@@ -216,6 +223,7 @@ def serve(
         ping_interval=ping_interval or None,
         ping_timeout=ping_timeout if ping_interval else None,
         resume_grace=resume_grace,
+        serve_pages=pages,
         **_security_config(security),
     )
 

@@ -48,6 +48,7 @@ from websockets.protocol import State
 from signaling import auth
 from signaling.connection import FastPathConnection
 from signaling.limits import ALLOW, REFUSE, RateLimit
+from signaling.pages import Pages
 from signaling.router import (
     DEFAULT_MAX_FRAME,
     TOO_MANY_REQUESTS,
@@ -102,6 +103,8 @@ class ServerConfig:
     max_frame: int = DEFAULT_MAX_FRAME
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    #: serve the web page and JavaScript client on plain HTTP GET requests
+    serve_pages: bool = True
     #: how long a closing handshake may take at shutdown before the TCP
     #: connection is dropped; keeps SIGTERM-to-exit under 2 s
     close_timeout: float = 1.0
@@ -146,6 +149,7 @@ class SignalingServer:
         self._releases: dict[str, asyncio.TimerHandle] = {}
         #: connections past admission whose TCP connection is still open
         self._admitted: set[ServerConnection] = set()
+        self.pages = Pages() if config.serve_pages else None
 
     @property
     def port(self) -> int:
@@ -187,6 +191,8 @@ class SignalingServer:
             )
         log.info("listening on %s", self.url)
         self._log_security()
+        if self.pages is not None:
+            log.info("web page at %s/", self.url.replace("ws", "http", 1))
 
     async def close(self) -> None:
         """Close every connection with 1001 (going away) and stop listening."""
@@ -289,18 +295,23 @@ class SignalingServer:
         connection.connection_lost_waiter.add_done_callback(lambda _: admitted.discard(connection))
         return None
 
-    @staticmethod
-    def _check_path(connection: ServerConnection, request: Request) -> Response | None:
+    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        if path not in (Path.REGISTER.value, Path.OFFER.value):
-            return connection.respond(
-                http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
-            )
-        try:
-            resume_key(request.path)
-        except ValueError as exc:
-            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"rtc-signal: {exc}\n")
-        return None
+        if path in (Path.REGISTER.value, Path.OFFER.value):
+            try:
+                resume_key(request.path)
+            except ValueError as exc:
+                return connection.respond(http.HTTPStatus.BAD_REQUEST, f"rtc-signal: {exc}\n")
+            return None
+        if self.pages is not None and not _is_upgrade(request):
+            page = self.pages.respond(path, request.headers.get("If-None-Match"))
+            headers = Headers(page.headers)
+            headers["Content-Length"] = str(len(page.body))
+            headers["Connection"] = "close"
+            return Response(page.status.value, page.status.phrase, headers, page.body)
+        return connection.respond(
+            http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
+        )
 
     async def _handle(self, ws: ServerConnection) -> None:
         # (the handler only runs once the handshake succeeded: both are set)
@@ -516,6 +527,9 @@ def _refusal(connection: ServerConnection, status: http.HTTPStatus, why: str) ->
     """An HTTP refusal of the handshake with a one-line plain-text reason."""
     log.info("refusing a handshake from %s: %d %s", connection.remote_address, status, why)
     return connection.respond(status, f"rtc-signal: {why}\n")
+def _is_upgrade(request: Request) -> bool:
+    """Whether ``request`` asks for a WebSocket (rather than a page)."""
+    return any("websocket" in value.lower() for value in request.headers.get_all("Upgrade"))
 
 
 async def run_server(config: ServerConfig, on_ready: Callable[[str], None] | None = None) -> None:

@@ -70,6 +70,7 @@ def test_help_lists_every_serve_option() -> None:
         "--max-frame-size",
         "--ping-interval",
         "--ping-timeout",
+        "--no-pages",
         "--help",
     ):
         assert option in result.stdout, f"{option} missing from:\n{result.stdout}"

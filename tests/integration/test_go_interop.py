@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -204,9 +205,15 @@ async def go_style_peer_exchange(
     return await asyncio.wait_for(inbox.get(), 20)
 
 
-def test_go_style_trickling_answer_peer_connects_with_our_offer_peer() -> None:
-    """A peer answering like pion (no candidates in the SDP, each trickled later
-    as command 4) connects to `rtc-peer offer` through our server."""
+@pytest.mark.parametrize(
+    "candidates_first", [False, True], ids=["answer-first", "candidates-first"]
+)
+def test_go_style_trickling_answer_peer_connects_with_our_offer_peer(
+    candidates_first: bool,
+) -> None:
+    """A peer answering like pion (no candidates in the SDP, each trickled as
+    command 4, after its answer or even before it) connects to `rtc-peer offer`
+    through our server."""
     with server() as url:
         got: dict[str, str] = {}
         registered = threading.Event()
@@ -230,14 +237,20 @@ def test_go_style_trickling_answer_peer_connects_with_our_offer_peer() -> None:
                     caller = offer.request.source
                     await ws.send(proto.encode_response(proto.Command.OFFER_RESPONSE, 0, "ok"))
                     desc = proto.decode_description(offer.request.body, offer.command, "offer")
-                    await pc.setRemoteDescription(RTCSessionDescription(desc.sdp, desc.type))
+                    # candidates first: it never checks our candidates, so ICE
+                    # only works if our peer applies the ones that came early
+                    sdp = split_candidates(desc.sdp)[0] if candidates_first else desc.sdp
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp, desc.type))
                     await pc.setLocalDescription(await pc.createAnswer())
                     bare_sdp, candidates = split_candidates(pc.localDescription.sdp)
                     body = proto.SessionDescription(type="answer", sdp=bare_sdp).to_json()
+                    if candidates_first:
+                        await trickle(ws, "go-answer", caller, candidates)
                     await ws.send(
                         proto.encode_request(proto.Command.ANSWER, "go-answer", caller, body)
                     )
-                    await trickle(ws, "go-answer", caller, candidates)
+                    if not candidates_first:
+                        await trickle(ws, "go-answer", caller, candidates)
                     exchange = asyncio.ensure_future(go_style_peer_exchange(pc, opened, "answer-1"))
                     try:
                         got["message"] = await exchange
@@ -266,9 +279,13 @@ def test_go_style_trickling_answer_peer_connects_with_our_offer_peer() -> None:
     assert got.get("message") == "offer-1"
 
 
-def test_go_style_trickling_offer_peer_connects_with_our_answer_peer() -> None:
+@pytest.mark.parametrize("candidates_first", [False, True], ids=["offer-first", "candidates-first"])
+def test_go_style_trickling_offer_peer_connects_with_our_answer_peer(
+    candidates_first: bool,
+) -> None:
     """A peer offering like pion (no candidates in the offer; candidates trickled
-    after the answer arrives) connects to `rtc-peer answer` through our server."""
+    after the answer arrives, or before the offer itself) connects to
+    `rtc-peer answer` through our server."""
     with server() as url:
         answer = start_peer(
             "answer",
@@ -297,6 +314,10 @@ def test_go_style_trickling_offer_peer_connects_with_our_answer_peer() -> None:
                 bare_sdp, candidates = split_candidates(pc.localDescription.sdp)
                 body = proto.SessionDescription(type="offer", sdp=bare_sdp).to_json()
                 async with connect(url + "/offer") as ws:
+                    if candidates_first:
+                        await trickle(ws, "offer-peer-1", "ours", candidates)
+                        for _ in candidates:
+                            assert proto.decode(await recv(ws)).response.ok
                     await ws.send(
                         proto.encode_request(proto.Command.OFFER, "offer-peer-1", "ours", body)
                     )
@@ -307,8 +328,12 @@ def test_go_style_trickling_offer_peer_connects_with_our_answer_peer() -> None:
                     desc = proto.decode_description(
                         answer_frame.request.body, proto.Command.ANSWER, "answer"
                     )
-                    await pc.setRemoteDescription(RTCSessionDescription(desc.sdp, desc.type))
-                    await trickle(ws, "offer-peer-1", "ours", candidates)
+                    # candidates first: it never checks our candidates, so ICE
+                    # only works if our peer applies the ones that came early
+                    sdp = split_candidates(desc.sdp)[0] if candidates_first else desc.sdp
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp, desc.type))
+                    if not candidates_first:
+                        await trickle(ws, "offer-peer-1", "ours", candidates)
                     try:
                         got["message"] = await go_style_peer_exchange(pc, opened, "offer-1")
                     finally:

@@ -1,0 +1,576 @@
+// rtc-signal.js: a dependency-free browser client for the rtc-signal wire
+// protocol (the Go/pion demo's, see the README's "Protocol" section).
+//
+//   import { AnswerPeer, call } from "/rtc-signal.js";
+//   const peer = await AnswerPeer.register("ws://127.0.0.1:18080", "alice");
+//   peer.addEventListener("call", (e) => { const session = e.detail; ... });
+//   const session = await call("ws://127.0.0.1:18080", "alice");
+//   session.addEventListener("message", (e) => console.log(e.detail.data));
+//   session.send("hello");
+//
+// Frames are text (the server answers text with text); their bytes are what
+// the Go demo sends: {"command":N,"payload":"<std base64 of the request>"},
+// with Go's field order and string escaping, so Go peers can read them too.
+
+export const Command = Object.freeze({ INIT: 1, ANSWER: 2, OFFER: 3, CANDIDATE: 4 });
+/** A response's command is its request's plus this. */
+export const RESPONSE = 100;
+export const CANDIDATE_PREFIX = "candidate:";
+/** Every wait of this module ends after this many milliseconds at most. */
+export const DEFAULT_TIMEOUT_MS = 20000;
+
+export class SignalingError extends Error {
+  constructor(message, code = null) {
+    super(message);
+    this.name = "SignalingError";
+    this.code = code;
+  }
+}
+
+// -- encoding ------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** A JSON string literal escaped as Go's encoding/json escapes it. */
+export function goString(value) {
+  // JSON.stringify matches Go for quotes, backslashes, \b\f\n\r\t and other
+  // control characters; Go also escapes <, >, & and U+2028/U+2029.
+  return JSON.stringify(String(value)).replace(
+    /[<>&\u2028\u2029]/g,
+    (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"),
+  );
+}
+
+/** Standard base64 with padding (alphabet +/), as Go encodes []byte. */
+export function b64encode(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Decode standard padded base64; URL-safe or unpadded text is an error (as in Go). */
+export function b64decode(text) {
+  if (typeof text !== "string" || !STRICT_BASE64.test(text)) {
+    throw new SignalingError("not standard padded base64");
+  }
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+/** The frame of a request: ``body`` is a Uint8Array, a string (UTF-8) or null. */
+export function encodeRequest(command, source, target, body = null) {
+  if (typeof body === "string") body = encoder.encode(body);
+  const bodyJson = body === null ? "null" : '"' + b64encode(body) + '"';
+  const payload = `{"source":${goString(source)},"target":${goString(target)},"body":${bodyJson}}`;
+  return `{"command":${command},"payload":"${b64encode(encoder.encode(payload))}"}`;
+}
+
+/** The frame of a response to ``command`` (the request's command). */
+export function encodeResponse(command, code = 0, msg = "ok") {
+  const payload = `{"code":${code},"msg":${goString(msg)}}`;
+  return `{"command":${command + RESPONSE},"payload":"${b64encode(encoder.encode(payload))}"}`;
+}
+
+/** The body of an Offer/Answer: {"type":...,"sdp":...} in Go's field order. */
+export function encodeDescription(description) {
+  return encoder.encode(
+    `{"type":${goString(description.type)},"sdp":${goString(description.sdp)}}`,
+  );
+}
+
+/** Parse an Offer/Answer body; throws SignalingError when it is not one. */
+export function decodeDescription(body, expectedType) {
+  if (body === null) throw new SignalingError(`${expectedType} without a body`);
+  let parsed;
+  try {
+    parsed = JSON.parse(decoder.decode(body));
+  } catch (err) {
+    throw new SignalingError(`${expectedType} body is not UTF-8 JSON: ${err.message}`);
+  }
+  if (parsed === null || parsed.type !== expectedType || typeof parsed.sdp !== "string") {
+    throw new SignalingError(`body is not an ${expectedType} description`);
+  }
+  return { type: parsed.type, sdp: parsed.sdp };
+}
+
+/**
+ * Parse one frame. Returns {command, request: {source, target, body}} for
+ * commands 1-4 and {command, response: {code, msg}} for 101-104 (and any
+ * other command >= 100); throws SignalingError on anything else.
+ */
+export function decodeFrame(text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch (err) {
+    throw new SignalingError(`frame is not JSON: ${err.message}`);
+  }
+  if (message === null || typeof message !== "object" || !Number.isInteger(message.command)) {
+    throw new SignalingError("frame has no integer command");
+  }
+  let payload;
+  try {
+    payload = JSON.parse(decoder.decode(b64decode(message.payload)));
+  } catch (err) {
+    throw new SignalingError(`bad payload: ${err.message}`);
+  }
+  if (payload === null || typeof payload !== "object") {
+    throw new SignalingError("payload is not a JSON object");
+  }
+  const command = message.command;
+  if (command >= RESPONSE) {
+    return { command, response: { code: payload.code ?? 0, msg: payload.msg ?? "" } };
+  }
+  if (command < Command.INIT || command > Command.CANDIDATE) {
+    throw new SignalingError(`unknown command ${command}`);
+  }
+  const body = payload.body == null ? null : b64decode(payload.body);
+  return {
+    command,
+    request: { source: payload.source ?? "", target: payload.target ?? "", body },
+  };
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new SignalingError(`${what}: no result within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** ``ws://host:port`` + ``/register`` or ``/offer``, with the token if any. */
+export function endpoint(server, path, token = null) {
+  const url = new URL(path, server.replace(/\/*$/, "/"));
+  if (token) url.searchParams.set("token", token);
+  return url.toString();
+}
+
+/** The signaling server's URL for a page it served: same host, ws: or wss:. */
+export function defaultServer(location = window.location) {
+  return (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+}
+
+// -- signaling connection ------------------------------------------------------
+
+/**
+ * One WebSocket to the signaling server. Events: "request" (detail:
+ * {command, request}) for frames forwarded by the server, "close" (detail:
+ * {code, reason}).
+ */
+export class Signaling extends EventTarget {
+  static async open(url, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+    const ws = new WebSocket(url);
+    const opened = new Promise((resolve, reject) => {
+      ws.addEventListener("open", resolve, { once: true });
+      ws.addEventListener(
+        "close",
+        (e) => reject(new SignalingError(`cannot connect to ${url} (close ${e.code})`, e.code)),
+        { once: true },
+      );
+    });
+    try {
+      await withTimeout(opened, timeoutMs, `connecting to ${url}`);
+    } catch (err) {
+      ws.close();
+      throw err;
+    }
+    return new Signaling(ws, timeoutMs);
+  }
+
+  constructor(ws, timeoutMs) {
+    super();
+    this.ws = ws;
+    this.timeoutMs = timeoutMs;
+    this.closed = false;
+    // The server acknowledges each request in order: the oldest waiting
+    // request of a command gets the next response to it.
+    this.pending = [];
+    ws.addEventListener("message", (e) => this._onFrame(e.data));
+    ws.addEventListener("close", (e) => {
+      this.closed = true;
+      for (const p of this.pending.splice(0)) {
+        p.reject(new SignalingError(`signaling closed (${e.code} ${e.reason})`, e.code));
+      }
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason } }));
+    });
+  }
+
+  async _onFrame(data) {
+    const text = typeof data === "string" ? data : decoder.decode(new Uint8Array(await data.arrayBuffer()));
+    let frame;
+    try {
+      frame = decodeFrame(text);
+    } catch (err) {
+      this.dispatchEvent(new CustomEvent("error", { detail: err }));
+      return;
+    }
+    if (frame.response) {
+      const i = this.pending.findIndex((p) => p.command + RESPONSE === frame.command);
+      if (i >= 0) this.pending.splice(i, 1)[0].resolve(frame.response);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent("request", { detail: frame }));
+  }
+
+  /** Send a request; resolves with the server's response, rejects if its code is not 0. */
+  request(command, source, target, body = null) {
+    if (this.closed) return Promise.reject(new SignalingError("signaling is closed"));
+    const answered = new Promise((resolve, reject) => {
+      this.pending.push({ command, resolve, reject });
+    });
+    this.ws.send(encodeRequest(command, source, target, body));
+    return withTimeout(answered, this.timeoutMs, `response to command ${command}`).then(
+      (response) => {
+        if (response.code !== 0) {
+          throw new SignalingError(`refused (${response.code}): ${response.msg}`, response.code);
+        }
+        return response;
+      },
+    );
+  }
+
+  /** Acknowledge a forwarded request, as the Go peers do. */
+  acknowledge(command) {
+    if (!this.closed) this.ws.send(encodeResponse(command));
+  }
+
+  close() {
+    this.ws.close(1000);
+  }
+}
+
+// -- peer sessions -------------------------------------------------------------
+
+/**
+ * One RTCPeerConnection with one remote peer, its "data" channel and the
+ * tracks it receives. Events: "state" (detail: a summary object), "open",
+ * "message" (detail: {data}), "track" (detail: RTCTrackEvent), "close",
+ * "error" (detail: Error).
+ */
+export class PeerSession extends EventTarget {
+  constructor({ signaling, localId, remoteId, iceServers = [], localStream = null, timeoutMs }) {
+    super();
+    this.signaling = signaling;
+    this.localId = localId;
+    this.remoteId = remoteId;
+    this.timeoutMs = timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.localStream = localStream;
+    this.channel = null;
+    this.channels = new Map(); // label -> RTCDataChannel, for extra channels (e.g. "control")
+    this.pendingCandidates = [];
+    this.remoteSet = false;
+    this.closed = false;
+    // Explicit servers only (none by default); one transport for everything,
+    // so each trickled bare candidate line belongs to m-line 0.
+    this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+    this.pc.addEventListener("icecandidate", (e) => {
+      const line = e.candidate && e.candidate.candidate;
+      if (line) {
+        this.signaling
+          .request(Command.CANDIDATE, this.localId, this.remoteId, line)
+          .catch((err) => this._fail(err));
+      }
+    });
+    this.pc.addEventListener("track", (e) => this.dispatchEvent(new CustomEvent("track", { detail: e })));
+    this.pc.addEventListener("datachannel", (e) => this._adopt(e.channel));
+    for (const name of ["connectionstatechange", "iceconnectionstatechange", "signalingstatechange"]) {
+      this.pc.addEventListener(name, () => this._stateChanged());
+    }
+  }
+
+  get state() {
+    return {
+      signaling: this.pc.signalingState,
+      ice: this.pc.iceConnectionState,
+      connection: this.pc.connectionState,
+      channel: this.channel ? this.channel.readyState : "none",
+    };
+  }
+
+  _stateChanged() {
+    this.dispatchEvent(new CustomEvent("state", { detail: this.state }));
+    if (this.pc.connectionState === "failed") {
+      this._fail(new SignalingError(`connection with ${this.remoteId} failed`));
+    }
+  }
+
+  _adopt(channel) {
+    if (channel.label !== "data" || this.channel) {
+      this.channels.set(channel.label, channel);
+      this.dispatchEvent(new CustomEvent("channel", { detail: channel }));
+      return;
+    }
+    this.channel = channel;
+    // A channel announced by the remote side may be open already, and still
+    // fire "open" later: announce it once either way.
+    let announced = false;
+    const announce = () => {
+      if (announced) return;
+      announced = true;
+      this._stateChanged();
+      this.dispatchEvent(new Event("open"));
+    };
+    channel.addEventListener("open", announce);
+    channel.addEventListener("message", (e) => {
+      const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data);
+      this.dispatchEvent(new CustomEvent("message", { detail: { data } }));
+    });
+    channel.addEventListener("close", () => {
+      this._stateChanged();
+      this.close();
+    });
+    if (channel.readyState === "open") queueMicrotask(announce);
+  }
+
+  _fail(err) {
+    if (this.closed) return;
+    this.dispatchEvent(new CustomEvent("error", { detail: err }));
+    this.close();
+  }
+
+  _addLocalTracks(receiveMedia) {
+    const kinds = new Set();
+    if (this.localStream) {
+      for (const track of this.localStream.getTracks()) {
+        this.pc.addTrack(track, this.localStream);
+        kinds.add(track.kind);
+      }
+    }
+    if (receiveMedia) {
+      // offer to receive what we do not send, so a camera peer can answer with tracks
+      for (const kind of ["audio", "video"]) {
+        if (!kinds.has(kind)) this.pc.addTransceiver(kind, { direction: "recvonly" });
+      }
+    }
+  }
+
+  async _setRemote(description) {
+    await this.pc.setRemoteDescription(description);
+    this.remoteSet = true;
+    for (const line of this.pendingCandidates.splice(0)) await this.addRemoteCandidate(line);
+  }
+
+  /** Apply a candidate the remote peer trickled (kept until its description is set). */
+  async addRemoteCandidate(line) {
+    if (!this.remoteSet) {
+      this.pendingCandidates.push(line);
+      return;
+    }
+    if (!line) return; // an empty body: end of candidates, nothing to add
+    try {
+      await this.pc.addIceCandidate({ candidate: line, sdpMLineIndex: 0 });
+    } catch (err) {
+      this.dispatchEvent(new CustomEvent("warning", { detail: `bad candidate ${line}: ${err.message}` }));
+    }
+  }
+
+  /** Resolves when the data channel is open; rejects on failure or timeout. */
+  opened() {
+    if (this.channel && this.channel.readyState === "open") return Promise.resolve(this);
+    const open = new Promise((resolve, reject) => {
+      this.addEventListener("open", () => resolve(this), { once: true });
+      this.addEventListener("error", (e) => reject(e.detail), { once: true });
+      this.addEventListener("close", () => reject(new SignalingError("closed before open")), { once: true });
+    });
+    return withTimeout(open, this.timeoutMs, `data channel with ${this.remoteId}`).catch((err) => {
+      this._fail(err);
+      throw err;
+    });
+  }
+
+  send(data) {
+    if (!this.channel || this.channel.readyState !== "open") {
+      throw new SignalingError(`no open data channel with ${this.remoteId}`);
+    }
+    this.channel.send(data);
+  }
+
+  /** Another data channel on the same connection (e.g. "control"); resolves once open. */
+  async openChannel(label) {
+    let channel = this.channels.get(label);
+    if (!channel) {
+      channel = this.pc.createDataChannel(label);
+      this.channels.set(label, channel);
+    }
+    if (channel.readyState !== "open") {
+      await withTimeout(
+        new Promise((resolve, reject) => {
+          channel.addEventListener("open", resolve, { once: true });
+          channel.addEventListener("close", () => reject(new SignalingError(`${label} closed`)), {
+            once: true,
+          });
+        }),
+        this.timeoutMs,
+        `${label} channel`,
+      );
+    }
+    return channel;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.pc.close();
+    } finally {
+      this.dispatchEvent(new Event("close"));
+    }
+  }
+}
+
+function randomId(prefix) {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return prefix + "-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Call the answer peer ``target``: resolves with the PeerSession once the
+ * offer is accepted by the server (wait for ``session.opened()`` for the
+ * channel). Options: id, token, iceServers, localStream, receiveMedia (offer
+ * to receive audio and video; default true), timeoutMs.
+ */
+export async function call(server, target, options = {}) {
+  const {
+    id = randomId("browser"),
+    token = null,
+    iceServers = [],
+    localStream = null,
+    receiveMedia = true,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  } = options;
+  const signaling = await Signaling.open(endpoint(server, "/offer", token), { timeoutMs });
+  const session = new PeerSession({ signaling, localId: id, remoteId: target, iceServers, localStream, timeoutMs });
+  session.addEventListener("close", () => signaling.close());
+  signaling.addEventListener("close", () => {
+    // the call goes on peer to peer; only a call still negotiating needs signaling
+    if (!session.channel || session.channel.readyState !== "open") {
+      session._fail(new SignalingError("signaling closed before the channel opened"));
+    }
+  });
+  signaling.addEventListener("request", async (e) => {
+    const { command, request } = e.detail;
+    signaling.acknowledge(command);
+    if (request.source !== target) return;
+    try {
+      if (command === Command.ANSWER) {
+        await session._setRemote(decodeDescription(request.body, "answer"));
+      } else if (command === Command.CANDIDATE) {
+        await session.addRemoteCandidate(request.body === null ? "" : decoder.decode(request.body));
+      }
+    } catch (err) {
+      session._fail(err);
+    }
+  });
+  session._adopt(session.pc.createDataChannel("data"));
+  session._addLocalTracks(receiveMedia);
+  try {
+    await session.pc.setLocalDescription(await session.pc.createOffer());
+    await signaling.request(Command.OFFER, id, target, encodeDescription(session.pc.localDescription));
+  } catch (err) {
+    session._fail(err);
+    throw err;
+  }
+  return session;
+}
+
+/**
+ * An answer peer registered under ``id``: every offer becomes a PeerSession,
+ * announced by a "call" event (detail: the session). Also "close" (signaling
+ * closed) and "warning" events.
+ */
+export class AnswerPeer extends EventTarget {
+  static async register(server, id, options = {}) {
+    const { token = null, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
+    const signaling = await Signaling.open(endpoint(server, "/register", token), { timeoutMs });
+    const peer = new AnswerPeer(signaling, id, options);
+    try {
+      await signaling.request(Command.INIT, id, "", null);
+    } catch (err) {
+      signaling.close();
+      throw err;
+    }
+    return peer;
+  }
+
+  constructor(signaling, id, { iceServers = [], localStream = null, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+    super();
+    this.signaling = signaling;
+    this.id = id;
+    this.iceServers = iceServers;
+    this.localStream = localStream;
+    this.timeoutMs = timeoutMs;
+    this.sessions = new Map(); // caller id -> PeerSession
+    // candidates that arrive before their caller's offer (bounded)
+    this.early = new Map();
+    signaling.addEventListener("request", (e) => this._onRequest(e.detail));
+    signaling.addEventListener("close", (e) => this.dispatchEvent(new CustomEvent("close", { detail: e.detail })));
+  }
+
+  async _onRequest({ command, request }) {
+    this.signaling.acknowledge(command);
+    const caller = request.source;
+    if (command === Command.OFFER) {
+      let offer;
+      try {
+        offer = decodeDescription(request.body, "offer");
+      } catch (err) {
+        this._warn(`bad offer from ${caller}: ${err.message}`);
+        return;
+      }
+      const previous = this.sessions.get(caller);
+      if (previous) previous.close(); // a caller that calls again starts afresh
+      const session = new PeerSession({
+        signaling: this.signaling,
+        localId: this.id,
+        remoteId: caller,
+        iceServers: this.iceServers,
+        localStream: this.localStream,
+        timeoutMs: this.timeoutMs,
+      });
+      this.sessions.set(caller, session);
+      session.addEventListener("close", () => {
+        if (this.sessions.get(caller) === session) this.sessions.delete(caller);
+      });
+      this.dispatchEvent(new CustomEvent("call", { detail: session }));
+      try {
+        await session._setRemote(offer);
+        for (const line of this.early.get(caller) ?? []) await session.addRemoteCandidate(line);
+        this.early.delete(caller);
+        session._addLocalTracks(false);
+        await session.pc.setLocalDescription(await session.pc.createAnswer());
+        await this.signaling.request(Command.ANSWER, this.id, caller, encodeDescription(session.pc.localDescription));
+      } catch (err) {
+        session._fail(err);
+      }
+    } else if (command === Command.CANDIDATE) {
+      const line = request.body === null ? "" : decoder.decode(request.body);
+      const session = this.sessions.get(caller);
+      if (session) {
+        await session.addRemoteCandidate(line);
+      } else if (this.early.size < 64) {
+        const lines = this.early.get(caller) ?? [];
+        if (lines.length < 64) lines.push(line);
+        this.early.set(caller, lines);
+      }
+    } else {
+      this._warn(`ignoring command ${command} from ${caller}`);
+    }
+  }
+
+  _warn(text) {
+    this.dispatchEvent(new CustomEvent("warning", { detail: text }));
+  }
+
+  close() {
+    for (const session of this.sessions.values()) session.close();
+    this.signaling.close();
+  }
+}

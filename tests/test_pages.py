@@ -1,0 +1,130 @@
+"""The page and JavaScript client served over plain HTTP beside the WebSocket endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+
+from signaling.pages import ROUTES, Pages
+from tests.conftest import (
+    WAIT,
+    ServerFactory,
+    client,
+    register,
+    run,
+    running_server,
+    within,
+)
+
+
+async def http_get(url: str, path: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP/1.1 GET; returns (status, lower-cased headers, body)."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    reader, writer = await within(asyncio.open_connection(host, int(port)))
+    try:
+        head = "".join(f"{h}\r\n" for h in headers)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode())
+        raw = await within(reader.read(), WAIT)  # the server closes after one response
+    finally:
+        writer.close()
+    head_bytes, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), fields, body
+
+
+def test_root_serves_the_page_with_a_strict_content_security_policy() -> None:
+    """GET / is the HTML page; it may only run its own scripts (no inline, no eval)."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            status, headers, body = await http_get(server.url, "/")
+            assert status == 200
+            assert headers["content-type"] == "text/html; charset=utf-8"
+            assert b'<script type="module" src="/app.js">' in body
+            assert int(headers["content-length"]) == len(body)
+            csp = headers["content-security-policy"]
+            assert "script-src 'self';" in csp and "unsafe" not in csp
+            assert headers["x-content-type-options"] == "nosniff"
+
+    run(main())
+
+
+def test_javascript_client_module_is_served_as_javascript() -> None:
+    """/rtc-signal.js and /app.js come with a JavaScript content type and an ETag."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            for path in ("/rtc-signal.js", "/app.js"):
+                status, headers, body = await http_get(server.url, path)
+                assert status == 200
+                assert headers["content-type"] == "text/javascript; charset=utf-8"
+                assert headers["etag"].startswith('"')
+            status, _, body = await http_get(server.url, "/rtc-signal.js")
+            assert b"export class AnswerPeer" in body and b"export async function call" in body
+
+    run(main())
+
+
+def test_matching_etag_gets_304_without_a_body() -> None:
+    """A browser revalidating with If-None-Match gets 304 Not Modified."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            _, headers, _ = await http_get(server.url, "/style.css")
+            status, _, body = await http_get(
+                server.url, "/style.css", f"If-None-Match: {headers['etag']}"
+            )
+            assert (status, body) == (304, b"")
+            status, _, body = await http_get(server.url, "/style.css", 'If-None-Match: "other"')
+            assert status == 200 and body
+
+    run(main())
+
+
+def test_unknown_paths_get_404_and_the_signaling_paths_still_upgrade() -> None:
+    """Pages do not shadow the protocol: /register and /offer stay WebSocket-only."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            status, _, body = await http_get(server.url, "/nope")
+            assert status == 404 and b"/register" in body
+            status, _, _ = await http_get(server.url, "/register")
+            assert status == 426  # Upgrade Required: a WebSocket endpoint
+            async with client(server.url, "/register") as ws:
+                response = await register(ws, "still-works", text=True)
+                assert response.code == 0
+
+    run(main())
+
+
+def test_pages_can_be_turned_off() -> None:
+    """ServerConfig(serve_pages=False): GET / is 404, as before the page existed."""
+
+    async def main() -> None:
+        async with running_server(serve_pages=False) as server:
+            status, _, _ = await http_get(server.url, "/")
+            assert status == 404
+
+    run(main())
+
+
+def test_every_route_names_a_packaged_file() -> None:
+    """Each route has its file in the package (a missing one would fail at start-up)."""
+    pages = Pages()
+    assert set(pages.assets) == set(ROUTES)
+    assert all(asset.body for asset in pages.assets.values())
+
+
+def test_cli_serves_the_page_and_no_pages_turns_it_off(
+    server_process_factory: ServerFactory,
+) -> None:
+    """`rtc-signal serve` serves / by default; `--no-pages` answers 404 instead."""
+    _, with_pages = server_process_factory()
+    _, without = server_process_factory("--no-pages")
+
+    async def main() -> None:
+        assert (await http_get(with_pages, "/"))[0] == 200
+        assert (await http_get(without, "/"))[0] == 404
+        assert (await http_get(without, "/rtc-signal.js"))[0] == 404
+
+    run(main())
