@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from peers.errors import PeerError
@@ -91,3 +91,44 @@ class IceSettings:
             else RTCIceTransportPolicy.ALL
         )
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+@dataclass(frozen=True)
+class SelectedPair:
+    """The ICE candidate pair a connection uses: types (host, srflx, prflx,
+    relay) and transport addresses of both ends."""
+
+    local_type: str
+    local_address: tuple[str, int]
+    remote_type: str
+    remote_address: tuple[str, int]
+
+    def __str__(self) -> str:
+        (lhost, lport), (rhost, rport) = self.local_address, self.remote_address
+        return f"{self.local_type} {lhost}:{lport} -> {self.remote_type} {rhost}:{rport}"
+
+
+def selected_pair(pc: RTCPeerConnection) -> SelectedPair | None:
+    """The nominated pair of ``pc``'s (data channel) transport, None if none yet.
+
+    aiortc does not expose it (no getStats() candidate-pair entry for data
+    channels), so this reads aioice's Connection behind the ICE transport;
+    anything missing (another aiortc/aioice layout) gives None, not an error.
+    """
+    sctp = pc.sctp
+    ice_transport = getattr(getattr(sctp, "transport", None), "transport", None)
+    connection = getattr(ice_transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    if not isinstance(nominated, dict) or not nominated:
+        return None
+    pair = nominated[min(nominated)]
+    try:
+        local, remote = pair.local_candidate, pair.remote_candidate
+        return SelectedPair(
+            str(local.type),
+            (str(local.host), int(local.port)),
+            str(remote.type),
+            (str(remote.host), int(remote.port)),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None

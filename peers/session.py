@@ -26,7 +26,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from peers.channel import Channel
 from peers.errors import ConnectTimeout, HandshakeRefused, PeerError, Refused, SignalingError
-from peers.ice import IceSettings, restrict_host_addresses
+from peers.ice import IceSettings, restrict_host_addresses, selected_pair
 from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
 from peers.tuning import apply as apply_tuning
@@ -227,7 +227,7 @@ async def call(
             )
             remaining = max(0.0, deadline - loop.time())
             await _wait_open(channel, negotiation, remaining, pump, config.connect_timeout)
-            log.info("data channel open with %r", target)
+            log.info("data channel open with %r via %s", target, selected_pair(pc))
             yield Call(channel, pc, peer_id, target, loop.time() - offered)
         finally:
             if pump is not None:
@@ -504,7 +504,7 @@ class AnswerPeer:
                 ) from None
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
             await _wait_open(channel, negotiation, remaining, None, self.config.connect_timeout)
-            log.info("data channel open with %r", caller)
+            log.info("data channel open with %r via %s", caller, selected_pair(pc))
             setup = asyncio.get_running_loop().time() - offered
             await handler(Call(channel, pc, self.peer_id, caller, setup))
         except (PeerError, ProtocolError) as exc:
