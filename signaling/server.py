@@ -527,6 +527,8 @@ def _refusal(connection: ServerConnection, status: http.HTTPStatus, why: str) ->
     """An HTTP refusal of the handshake with a one-line plain-text reason."""
     log.info("refusing a handshake from %s: %d %s", connection.remote_address, status, why)
     return connection.respond(status, f"rtc-signal: {why}\n")
+
+
 def _is_upgrade(request: Request) -> bool:
     """Whether ``request`` asks for a WebSocket (rather than a page)."""
     return any("websocket" in value.lower() for value in request.headers.get_all("Upgrade"))
