@@ -197,6 +197,12 @@ def main() -> None:
     "(peers that sent a resume key; 0 disables).",
 )
 @click.option(
+    "--whep/--no-whep",
+    default=True,
+    show_default=True,
+    help="Accept WHEP players at /whep/<peer-id> (POST an SDP offer, DELETE to end).",
+)
+@click.option(
     "--pages/--no-pages",
     default=True,
     show_default=True,
@@ -212,6 +218,7 @@ def serve(
     ping_timeout: float,
     resume_grace: float,
     pages: bool,
+    whep: bool,
     **security: Any,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
@@ -224,6 +231,7 @@ def serve(
         ping_timeout=ping_timeout if ping_interval else None,
         resume_grace=resume_grace,
         serve_pages=pages,
+        whep=whep,
         **_security_config(security),
     )
 

@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover (websockets built without its C extensio
     from websockets.utils import apply_mask
 
 from signaling.limits import TokenBucket
+from signaling.plainhttp import BodySplitter
 from signaling.router import Action, ConnId, Forward
 from signaling.router import Frame as Message
 
@@ -75,6 +76,14 @@ class ConnectionOwner(Protocol):
         drained, or ``ws`` was lost (``failed`` if with an error)."""
 
 
+#: the largest plain HTTP request body read (a WHEP offer is a few KiB)
+MAX_HTTP_BODY = 64 * 1024
+
+
+class BodyTooLarge(ValueError):
+    """A plain HTTP request body over MAX_HTTP_BODY."""
+
+
 class FastPathConnection(ServerConnection):
     """A websockets connection whose data messages go straight to its owner.
 
@@ -88,6 +97,7 @@ class FastPathConnection(ServerConnection):
         "allowed_id",
         "backlog",
         "blocked",
+        "body_waiter",
         "bucket",
         "conn_id",
         "dirty",
@@ -103,6 +113,7 @@ class FastPathConnection(ServerConnection):
         "ping_sent",
         "reading_paused",
         "slow",
+        "splitter",
         "waiting_for",
         "waiting_on",
     )
@@ -148,6 +159,11 @@ class FastPathConnection(ServerConnection):
         self.allowed_id: str | None = None
         #: the message rate limit's state, if the owner limits the rate
         self.bucket: TokenBucket | None = None
+        # -- plain HTTP requests on the same port (WHEP) ---------------------
+        #: until the head is parsed: cuts off a request body (see plainhttp)
+        self.splitter: BodySplitter | None = BodySplitter(MAX_HTTP_BODY)
+        #: resolved when the body is complete, if a handler waits for it
+        self.body_waiter: asyncio.Future[None] | None = None
 
     def start(self, owner: ConnectionOwner, conn: ConnId) -> None:
         """The owner's handler runs: hand it messages from now on."""
@@ -166,6 +182,10 @@ class FastPathConnection(ServerConnection):
         if owner is not None and not self.slow:
             self._parse(data, owner)
         else:
+            if self.splitter is not None:
+                data = self._split_body(data)
+                if not data:
+                    return
             opening = self.request is None
             super().data_received(data)
             if not opening or (self.request is not None and not data.endswith(b"\r\n\r\n")):
@@ -175,6 +195,34 @@ class FastPathConnection(ServerConnection):
                 self.slow = True
         if owner is not None:
             owner.flush()
+
+    def _split_body(self, data: bytes) -> bytes:
+        """Before the handshake: keep a request body from websockets (which
+        refuses bodies) for the plain HTTP handler; return the rest."""
+        splitter = self.splitter
+        assert splitter is not None
+        data = splitter.feed(data)
+        if splitter.passthrough:
+            self.splitter = None  # a handshake (or a request without a body)
+        elif splitter.complete and self.body_waiter is not None and not self.body_waiter.done():
+            self.body_waiter.set_result(None)
+        return data
+
+    async def request_body(self, timeout: float) -> bytes:
+        """The body of this connection's plain HTTP request (b"" if none).
+
+        Raises :class:`BodyTooLarge` beyond ``MAX_HTTP_BODY``, TimeoutError
+        if it does not arrive within ``timeout`` seconds.
+        """
+        splitter = self.splitter
+        if splitter is None or not splitter.head_done:
+            return b""
+        if not splitter.complete:
+            self.body_waiter = self.loop.create_future()
+            await asyncio.wait_for(asyncio.shield(self.body_waiter), timeout)
+        if splitter.too_large:
+            raise BodyTooLarge(f"request body over {MAX_HTTP_BODY} bytes")
+        return bytes(splitter.body)
 
     def _parse(self, data: bytes, owner: ConnectionOwner) -> None:
         """Cut ``data`` into frames; hand unfragmented data messages to ``owner``.

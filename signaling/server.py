@@ -35,7 +35,7 @@ import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,6 +61,8 @@ from signaling.router import (
     Send,
 )
 from signaling.router import Frame as Message
+from signaling.whep import PREFIX as WHEP_PREFIX
+from signaling.whep import WhepGateway
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,11 @@ class ServerConfig:
     ping_timeout: float | None = 20.0
     #: serve the web page and JavaScript client on plain HTTP GET requests
     serve_pages: bool = True
+    #: accept WHEP players at /whep/<peer-id> (see signaling.whep)
+    whep: bool = True
+    #: how long a WHEP POST waits for the peer's answer (below websockets'
+    #: 10 s opening-handshake timeout, which bounds every HTTP request)
+    whep_timeout: float = 8.0
     #: how long a closing handshake may take at shutdown before the TCP
     #: connection is dropped; keeps SIGTERM-to-exit under 2 s
     close_timeout: float = 1.0
@@ -150,6 +157,18 @@ class SignalingServer:
         #: connections past admission whose TCP connection is still open
         self._admitted: set[ServerConnection] = set()
         self.pages = Pages() if config.serve_pages else None
+        self.whep = (
+            WhepGateway(
+                self.router,
+                lambda: next(self._ids),
+                self._write_to,
+                secret=config.secret,
+                allow_origins=config.allow_origins,
+                answer_timeout=config.whep_timeout,
+            )
+            if config.whep
+            else None
+        )
 
     @property
     def port(self) -> int:
@@ -203,6 +222,8 @@ class SignalingServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keepalive_task
             self._keepalive_task = None
+        if self.whep is not None:
+            self.whep.close()
         self._server.close(close_connections=True)
         await self._server.wait_closed()
         for handle in self._releases.values():
@@ -249,7 +270,9 @@ class SignalingServer:
             "on" if cfg.certfile else "off",
         )
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         return self._check_path(connection, request) or self._admit(connection, request)
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -295,7 +318,9 @@ class SignalingServer:
         connection.connection_lost_waiter.add_done_callback(lambda _: admitted.discard(connection))
         return None
 
-    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _check_path(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | Awaitable[Response] | None:
         path = urlsplit(request.path).path
         if path in (Path.REGISTER.value, Path.OFFER.value):
             try:
@@ -303,7 +328,16 @@ class SignalingServer:
             except ValueError as exc:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, f"rtc-signal: {exc}\n")
             return None
+        if self.whep is not None and path.startswith(WHEP_PREFIX):
+            assert isinstance(connection, FastPathConnection)
+            return self.whep.handle(connection, request)
         if self.pages is not None and not _is_upgrade(request):
+            if request.method != "GET":
+                response = connection.respond(
+                    http.HTTPStatus.METHOD_NOT_ALLOWED, "rtc-signal: pages are read with GET\n"
+                )
+                response.headers["Allow"] = "GET"
+                return response
             page = self.pages.respond(path, request.headers.get("If-None-Match"))
             headers = Headers(page.headers)
             headers["Content-Length"] = str(len(page.body))
@@ -416,7 +450,13 @@ class SignalingServer:
         for i, action in enumerate(actions):
             if isinstance(action, Forward):
                 target = self._connections.get(action.target)
-                if target is None or target.protocol.state is not _OPEN:
+                if (
+                    target is None
+                    and self.whep is not None
+                    and self.whep.deliver(action.target, action.frame)
+                ):  # a WHEP player's virtual offer peer
+                    blocked = self._write(ws, action.ack, ws, None)
+                elif target is None or target.protocol.state is not _OPEN:
                     self._perform(ws, self.router.forward_failed(action))
                     blocked = ws.waiting_on is not None
                 else:
@@ -431,6 +471,15 @@ class SignalingServer:
                 for rest in reversed(actions[i + 1 :]):
                     ws.hold(rest, first=True)
                 return
+
+    def _write_to(self, conn: ConnId, frame: Message) -> bool:
+        """Write ``frame`` to connection ``conn`` now (WHEP); False if it is gone."""
+        target = self._connections.get(conn)
+        if target is None or target.protocol.state is not _OPEN:
+            return False
+        target.write_frame(frame)
+        target.write_pending()
+        return True
 
     def _write(
         self,

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from signaling.pages import ROUTES, Pages
-from tests.conftest import (
-    WAIT,
-    ServerFactory,
-    client,
-    register,
-    run,
-    running_server,
-    within,
-)
+from tests.conftest import ServerFactory, client, register, run, running_server
+from tests.httpclient import http_request
 
 
 async def http_get(url: str, path: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
-    """One raw HTTP/1.1 GET; returns (status, lower-cased headers, body)."""
-    host, port = url.removeprefix("ws://").rsplit(":", 1)
-    reader, writer = await within(asyncio.open_connection(host, int(port)))
-    try:
-        head = "".join(f"{h}\r\n" for h in headers)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode())
-        raw = await within(reader.read(), WAIT)  # the server closes after one response
-    finally:
-        writer.close()
-    head_bytes, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
-    fields = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    return int(status_line.split()[1]), fields, body
+    """GET ``path``; returns (status, lower-cased headers, body)."""
+    fields = dict(h.split(": ", 1) for h in headers)
+    response = await http_request(url, "GET", path, fields)
+    return response.status, response.headers, response.body
 
 
 def test_root_serves_the_page_with_a_strict_content_security_policy() -> None:
@@ -126,5 +108,17 @@ def test_cli_serves_the_page_and_no_pages_turns_it_off(
         assert (await http_get(with_pages, "/"))[0] == 200
         assert (await http_get(without, "/"))[0] == 404
         assert (await http_get(without, "/rtc-signal.js"))[0] == 404
+
+    run(main())
+
+
+def test_pages_are_read_with_get_only() -> None:
+    """POST / gets 405 with Allow: GET (a body never reaches websockets' parser)."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            response = await http_request(server.url, "POST", "/", body=b"x=1")
+            assert response.status == 405
+            assert response.headers["allow"] == "GET"
 
     run(main())

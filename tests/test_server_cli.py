@@ -71,6 +71,7 @@ def test_help_lists_every_serve_option() -> None:
         "--ping-interval",
         "--ping-timeout",
         "--no-pages",
+        "--no-whep",
         "--help",
     ):
         assert option in result.stdout, f"{option} missing from:\n{result.stdout}"
