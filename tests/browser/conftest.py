@@ -116,13 +116,23 @@ def procs(netns: str) -> Iterator[Callable[..., Proc]]:
 
 
 @pytest.fixture
-def server_url(procs: Callable[..., Proc]) -> str:
+def start_server(procs: Callable[..., Proc]) -> Callable[..., str]:
+    """``start_server(*extra_args) -> ws:// URL``: a ``rtc-signal serve`` in the namespace."""
+
+    def start(*extra: str) -> str:
+        server = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0", *extra)
+        line = server.wait_line(r"listening on ws://", "server start", timeout=20)
+        match = LISTENING.search(line)
+        assert match is not None
+        return match.group(1)
+
+    return start
+
+
+@pytest.fixture
+def server_url(start_server: Callable[..., str]) -> str:
     """A ``rtc-signal serve`` in the namespace; its ws:// URL."""
-    server = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0")
-    line = server.wait_line(r"listening on ws://", "server start", timeout=20)
-    match = LISTENING.search(line)
-    assert match is not None
-    return match.group(1)
+    return start_server()
 
 
 @pytest.fixture

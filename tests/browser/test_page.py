@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+from signaling import auth
 
 
 def test_page_loads_and_registers_as_answer_peer(new_page: Any, page_url: Any) -> None:
@@ -116,3 +119,23 @@ def test_video_call_between_two_browsers_shows_remote_video(
     callee.screenshot(path=str(artifacts / "video-call-callee.png"), full_page=True)
     caller.screenshot(path=str(artifacts / "video-call-caller.png"), full_page=True)
     assert (artifacts / "video-call-callee.png").stat().st_size > 10_000
+
+
+def test_page_passes_its_token_and_shows_refusals(new_page: Any, start_server: Any) -> None:
+    """&token= reaches the server: the right token registers, a token for
+    another ID is refused (403) and no token fails the handshake; both shown."""
+    secret = "browser-test-secret-0123456789"
+    url = start_server("--secret", secret).replace("ws://", "http://", 1)
+    expires = int(time.time()) + 300
+    good = auth.mint(auth.check_secret(secret), "tok1", expires)
+    other = auth.mint(auth.check_secret(secret), "someone-else", expires)
+    page = new_page(f"{url}/?id=tok1&token={good}")
+    page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
+    refused = new_page(f"{url}/?id=tok2&token={other}")
+    refused.wait_for_function("window.rtcSignal.errors.length > 0", timeout=15_000)
+    assert "403" in refused.evaluate("window.rtcSignal.errors[0]")
+    assert refused.evaluate("window.rtcSignal.signaling") == "error"
+    anonymous = new_page(f"{url}/?id=tok3")
+    anonymous.wait_for_function("window.rtcSignal.errors.length > 0", timeout=15_000)
+    assert "cannot connect" in anonymous.evaluate("window.rtcSignal.errors[0]")
+    assert anonymous.locator("#log .error").count() == 1
