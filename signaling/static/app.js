@@ -63,7 +63,8 @@ function renderPeers() {
     const s = session.state;
     const li = document.createElement("li");
     li.dataset.peer = id;
-    li.textContent = `${id}: connection ${s.connection}, ICE ${s.ice}, channel ${s.channel}`;
+    const setup = session.setupMs === null ? "" : ` (open in ${session.setupMs.toFixed(0)} ms)`;
+    li.textContent = `${id}: connection ${s.connection}, ICE ${s.ice}, channel ${s.channel}${setup}`;
     list.append(li);
   }
   $("no-peers").hidden = page.sessions.size > 0;

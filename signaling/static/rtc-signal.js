@@ -268,6 +268,9 @@ export class PeerSession extends EventTarget {
     this.pendingCandidates = [];
     this.remoteSet = false;
     this.closed = false;
+    // from the offer being made (or received) to the data channel being open
+    this.startedAt = performance.now();
+    this.setupMs = null;
     // Explicit servers only (none by default); one transport for everything,
     // so each trickled bare candidate line belongs to m-line 0.
     this.pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
@@ -315,6 +318,7 @@ export class PeerSession extends EventTarget {
     const announce = () => {
       if (announced) return;
       announced = true;
+      this.setupMs = performance.now() - this.startedAt;
       this._stateChanged();
       this.dispatchEvent(new Event("open"));
     };
