@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -124,8 +125,25 @@ def timer_call(
     return answer, offer, elapsed
 
 
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO peers\.session: "
+
+
+def connect_seconds(offer: Proc) -> float:
+    """From sending the offer to the channel being open, from the offer's log stamps."""
+    log = offer.stderr()
+    stamps = []
+    for what in ("offer sent to", "data channel open with"):
+        match = re.search(_STAMP + what, log, re.MULTILINE)
+        assert match is not None, f"no {what!r} line in:\n{log[-2000:]}"
+        stamps.append(datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f"))
+    return (stamps[1] - stamps[0]).total_seconds()
+
+
 def report(what: str, answer: Proc, offer: Proc, elapsed: float) -> None:
-    print(f"\n{what}: offer {pair_of(offer)}; answer {pair_of(answer)}; {elapsed:.2f} s")
+    print(
+        f"\n{what}: offer {pair_of(offer)}; answer {pair_of(answer)}; "
+        f"connected in {connect_seconds(offer):.3f} s; offer process {elapsed:.2f} s"
+    )
 
 
 def test_peer_behind_nat_reaches_public_peer_with_coturn_as_stun(
