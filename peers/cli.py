@@ -24,11 +24,14 @@ from peers.bench import BENCH_LABEL, run_bench, serve_bench
 from peers.errors import PeerError
 from peers.files import FILES_LABEL, receive_files, refuse_files, send_files
 from peers.ice import IceSettings
+from peers.media import MediaServer, parse_source, serve_media, watch
+from peers.media.viewer import WatchResult
 from peers.reconnect import ReconnectPolicy
 from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 from peers.signaling_client import DEFAULT_SIGNAL_URL
 from peers.stream import chat, pipe
 from peers.workloads import timer
+from proto.control import CONTROL_LABEL
 from signaling.auth import TokenError, peek_id
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -183,6 +186,52 @@ def _reconnect_policy(opts: dict[str, Any]) -> ReconnectPolicy | None:
         raise click.UsageError(f"--reconnect-delay/--reconnect-max-delay: {exc}") from None
 
 
+_media_options = _apply(
+    [
+        click.option(
+            "--video",
+            metavar="SOURCE",
+            help="Send video to every caller: a file (MPEG-TS/MP4/MKV), rtsp://..., "
+            "v4l2:/dev/videoN or testsrc[:WxH[@FPS]]. H.264/VP8 pass through, not re-encoded.",
+        ),
+        click.option(
+            "--audio",
+            metavar="SOURCE",
+            help="Send audio: a file, rtsp://..., alsa:DEV, pulse:DEV or testsrc (a tone). "
+            "Opus passes through; other codecs are encoded to Opus per caller.",
+        ),
+        click.option(
+            "--transcode",
+            is_flag=True,
+            help="Decode the sources and encode for each caller (any input codec; "
+            "costs an encoder per caller).",
+        ),
+        click.option(
+            "--stats",
+            "stats_interval",
+            is_flag=False,
+            flag_value=5.0,
+            default=None,
+            type=click.FloatRange(0, min_open=True),
+            metavar="[SECONDS]",
+            help="Print sending stats to stderr every SECONDS (default 5).",
+        ),
+        click.option(
+            "--stats-port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="Serve the stats as JSON at GET /stats on this port (0: any free one).",
+        ),
+        click.option(
+            "--stats-host",
+            default="127.0.0.1",
+            show_default=True,
+            help="Address for --stats-port.",
+        ),
+    ]
+)
+
+
 def _config(opts: dict[str, Any]) -> PeerConfig:
     try:
         ice = IceSettings(
@@ -299,21 +348,27 @@ def main() -> None:
     help="Accept files sent with `rtc-peer send` into this directory (off by default).",
 )
 @click.option("--overwrite", is_flag=True, help="With --accept-files: replace existing files.")
+@_media_options
 @_reconnect_options
 @_connection_options
 def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any) -> None:
     """Register as ID and answer every caller (until interrupted; one call with
-    --count, --stdin or --pipe)."""
+    --count, --stdin or --pipe). With --video/--audio, every caller that asks
+    for media gets the tracks, with or without a data channel."""
     config = _config(opts)
     reconnect = _reconnect_policy(opts)
     mode = _data_mode(opts)
     if accept_files is not None and not accept_files.is_dir():
         raise click.UsageError(f"--accept-files: {accept_files} is not a directory")
     progress = sys.stderr.isatty()
+    media = _media_server(opts)
+    control = media or MediaServer(None, None)  # control commands without media too
 
     async def on_call(c: Call) -> None:
         label = c.channel.label
-        if label == BENCH_LABEL:
+        if label == CONTROL_LABEL:
+            await control.serve_control(c.channel, c.remote_id)
+        elif label == BENCH_LABEL:
             await serve_bench(c.channel)
         elif label == FILES_LABEL:
             if accept_files is None:
@@ -336,27 +391,109 @@ def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any
 
     async def serve() -> None:
         one_call = opts["count"] is not None or mode != "timer"
-        peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
-        await peer.serve(on_call, max_calls=1 if one_call else None)
+        if media is None:
+            peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
+            await peer.serve(on_call, max_calls=1 if one_call else None)
+            return
+        await media.start()
+        _status(f"rtc-peer: sending {media.describe()}")
+        peer = AnswerPeer(
+            config, peer_id, on_registered, reconnect, on_reconnect_status, media=media
+        )
+        await serve_media(
+            media,
+            peer.serve(on_call, max_calls=1 if one_call else None),
+            _status,
+            opts["stats_interval"],
+            opts["stats_port"],
+            opts["stats_host"],
+        )
 
     _run(serve(), opts["log_level"])
+
+
+def _media_server(opts: dict[str, Any]) -> MediaServer | None:
+    """The --video/--audio sources (parsed now: a bad SOURCE is a usage error)."""
+    if opts["video"] is None and opts["audio"] is None:
+        for name in ("transcode", "stats_interval", "stats_port"):
+            if opts[name]:
+                flag = "--" + name.replace("_interval", "").replace("_", "-")
+                raise click.UsageError(f"{flag} needs --video or --audio")
+        return None
+    try:
+        video = parse_source(opts["video"], "video") if opts["video"] else None
+        audio = parse_source(opts["audio"], "audio") if opts["audio"] else None
+    except PeerError as exc:
+        raise click.UsageError(str(exc)) from None
+    return MediaServer(video, audio, opts["transcode"])
 
 
 @main.command()
 @click.option("--target", required=True, help="The answer peer's ID to call.")
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
 @_data_options
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Receive TARGET's video/audio and write it to this file (.mp4, .mkv, .ts), "
+    "remuxed, not re-encoded.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Receive media for this many seconds, then exit (default: until interrupted).",
+)
+@click.option(
+    "--control",
+    "controls",
+    multiple=True,
+    metavar="CMD",
+    help="Send a control command (ping, stats, keyframe, pause, resume, or a JSON "
+    "request) on the `control` channel and print the reply (JSON line); repeatable.",
+)
 @_connection_options
-def offer(target: str, peer_id: str | None, **opts: Any) -> None:
-    """Call the answer peer TARGET: timer messages, chat (--stdin) or pipe (--pipe)."""
+def offer(
+    target: str,
+    peer_id: str | None,
+    record: Path | None,
+    duration: float | None,
+    controls: tuple[str, ...],
+    **opts: Any,
+) -> None:
+    """Call the answer peer TARGET: timer messages, chat (--stdin) or pipe
+    (--pipe); or, with --record/--duration/--control, watch its media."""
     config = _config(opts)
     mode = _data_mode(opts)
+    if record is not None or duration is not None or controls:
+        if mode != "timer" or opts["count"] is not None:
+            raise click.UsageError("--record/--duration/--control watch media: no data workload")
+
+        async def run_watch() -> None:
+            result = await watch(
+                config, target, peer_id or new_offer_id(), record, duration, list(controls), _echo
+            )
+            _status(_watch_summary(result, record))
+
+        _run(run_watch(), opts["log_level"])
+        return
 
     async def run() -> None:
         async with call(config, target, _own_id(peer_id, opts)) as c:
             await _run_data(c, mode, "offer", opts)
 
     _run(run(), opts["log_level"])
+
+
+def _watch_summary(result: WatchResult, record: Path | None) -> str:
+    received = ", ".join(f"{n} {kind} frames" for kind, n in result.frames.items()) or "nothing"
+    line = f"rtc-peer: received {received} in {result.seconds:.1f} s"
+    if record is not None:
+        what = ", ".join(f"{n} {kind}" for kind, n in result.recorded.items() if n) or "nothing"
+        size = f" {result.size[0]}x{result.size[1]}" if result.size else ""
+        line += f"; recorded {what} ({result.codec or 'no video'}{size}) to {record}"
+    return line
 
 
 @main.command()

@@ -19,7 +19,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -194,12 +194,18 @@ def _description_body(pc: RTCPeerConnection) -> bytes:
 
 @contextlib.asynccontextmanager
 async def call(
-    config: PeerConfig, target: str, peer_id: str | None = None, label: str = DATA_CHANNEL_LABEL
+    config: PeerConfig,
+    target: str,
+    peer_id: str | None = None,
+    label: str = DATA_CHANNEL_LABEL,
+    prepare: Callable[[RTCPeerConnection], None] | None = None,
 ) -> AsyncIterator[Call]:
     """Call the answer peer ``target``; yield the Call once the channel is open.
 
     ``label`` names the data channel: the answer side picks what to run on it
-    by its label (``data`` for the demo's workloads).
+    by its label (``data`` for the demo's workloads). ``prepare`` is called
+    with the new RTCPeerConnection before the offer is made (media viewers
+    add their receive transceivers there).
     """
     peer_id = peer_id or new_offer_id()
     loop = asyncio.get_running_loop()
@@ -215,6 +221,8 @@ async def call(
         pc = RTCPeerConnection(config.ice.rtc_configuration())
         pump: asyncio.Task[None] | None = None
         try:
+            if prepare is not None:
+                prepare(pc)
             channel = Channel(pc.createDataChannel(label))
             await pc.setLocalDescription(await pc.createOffer())
             offered = loop.time()
@@ -268,6 +276,21 @@ async def _offer_side_pump(
 
 
 CallHandler = Callable[[Call], Awaitable[None]]
+
+
+class MediaHook(Protocol):
+    """What an answer peer that sends media (peers.media.MediaServer) does
+    for each caller, beside the data-channel workloads."""
+
+    def attach(self, pc: RTCPeerConnection, offer: SessionDescription, caller: str) -> None:
+        """Add send tracks for the offer's media lines (before it is applied)."""
+
+    async def serve_without_channel(
+        self, pc: RTCPeerConnection, caller: str, timeout: float
+    ) -> None:
+        """Keep a call whose offer has no data channel until it ends."""
+
+
 DEFAULT_RECONNECT = ReconnectPolicy()
 #: what AnswerPeer.serve follows: a call ended (with its error, if any), or
 #: the signaling connection was lost for good
@@ -291,10 +314,12 @@ class AnswerPeer:
         on_registered: Callable[[str], None] | None = None,
         reconnect: ReconnectPolicy | None = DEFAULT_RECONNECT,
         on_status: Callable[[str], None] | None = None,
+        media: MediaHook | None = None,
     ) -> None:
         self.config = config
         self.peer_id = peer_id
         self.on_registered = on_registered
+        self.media = media
         self.reconnect = reconnect
         self.on_status = on_status
         #: sent with every registration so the server holds our ID across a
@@ -489,10 +514,16 @@ class AnswerPeer:
         try:
             channels: asyncio.Queue[Channel] = asyncio.Queue()
             pc.on("datachannel", lambda dc: channels.put_nowait(Channel(dc)))
+            if self.media is not None:
+                self.media.attach(pc, offer, caller)
             await negotiation.set_remote(offer)
             await pc.setLocalDescription(await pc.createAnswer())
             await signaling.send_answer(self.peer_id, caller, _description_body(pc))
             log.info("answered %r", caller)
+            if self.media is not None and "m=application" not in offer.sdp:
+                # media only (WHEP players, browsers' recvonly offers)
+                await self.media.serve_without_channel(pc, caller, self.config.connect_timeout)
+                return
             offered = asyncio.get_running_loop().time()
             deadline = offered + self.config.connect_timeout
             try:

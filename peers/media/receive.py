@@ -1,0 +1,196 @@
+"""The viewer side: receive tracks without decoding them, record by remuxing.
+
+aiortc's RTCRtpReceiver always decodes (a ``decoder_worker`` thread per
+receiver) and has no API for the encoded frames. :func:`encoded_frames`
+marks a receiver's track so that its worker forwards the reassembled,
+depayloaded frames instead (Annex-B H.264 access units, VP8 frames, Opus
+packets, with their RTP timestamps): no decoder is ever created for it.
+The module-level ``decoder_worker`` is wrapped once (checked against aiortc
+1.16's source) and behaves as before for every other receiver.
+
+:class:`Recorder` writes those frames with PyAV's muxer only (no encoder,
+no decoder): MP4, MKV or MPEG-TS by the file's suffix, starting at the
+first keyframe, picture size read from the SPS / VP8 key frame header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiortc.rtcrtpreceiver as _receiver_module
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from peers.media.h264 import (
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    MediaError,
+    nal_type,
+    parse_sps,
+    split_annexb,
+    vp8_size,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """One received frame, still encoded; ``timestamp`` in the codec's clock
+    (90 kHz video, 48 kHz Opus), from 0 at the first packet."""
+
+    mime: str
+    data: bytes
+    timestamp: int
+    clock_rate: int
+
+
+_passthrough: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
+_original_worker = _receiver_module.decoder_worker
+
+
+def _worker(
+    loop: asyncio.AbstractEventLoop,
+    input_q: queue.Queue[Any],
+    output_q: asyncio.Queue[Any],
+    decode_error: threading.Event,
+) -> None:
+    if output_q not in _passthrough:
+        _original_worker(loop, input_q, output_q, decode_error)
+        return
+    while True:
+        task = input_q.get()
+        if task is None:
+            asyncio.run_coroutine_threadsafe(output_q.put(None), loop)
+            return
+        codec, frame = task
+        encoded = EncodedFrame(codec.mimeType, bytes(frame.data), frame.timestamp, codec.clockRate)
+        asyncio.run_coroutine_threadsafe(output_q.put(encoded), loop)
+
+
+_receiver_module.decoder_worker = _worker
+
+
+def encoded_frames(track: MediaStreamTrack) -> None:
+    """Make a remote ``track`` yield :class:`EncodedFrame` s, never decoding.
+    Call it from the peer connection's "track" event: its receiver's worker
+    starts right after."""
+    _passthrough.add(track._queue)  # type: ignore[attr-defined]  # a RemoteStreamTrack
+
+
+class Recorder:
+    """Remux received frames into a file (the muxer only: nothing re-encoded)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.container: Any = None
+        self.streams: dict[str, Any] = {}
+        self.started: dict[str, int] = {}  # first timestamp written, per kind
+        self.frames: dict[str, int] = {"video": 0, "audio": 0}
+        self.size: tuple[int, int] | None = None
+        self.video_mime: str | None = None
+        self._expect_audio = False
+        self._waiting_keyframe = True
+
+    def expect(self, video: bool, audio: bool) -> None:
+        self._expect_audio = audio
+        if not video:
+            self._waiting_keyframe = False
+
+    def _open(self, first_video: EncodedFrame | None) -> None:
+        try:
+            self.container = av.open(str(self.path), "w")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise MediaError(f"cannot write {self.path}: {exc}") from None
+        if first_video is not None:
+            codec = "h264" if first_video.mime.lower() == "video/h264" else "vp8"
+            assert self.size is not None
+            width, height = self.size
+            # No extradata needed: the first packet starts with SPS/PPS, and the
+            # MP4/MKV muxers build their avcC from it.
+            stream = self.container.add_mux_stream(codec, width=width, height=height)
+            stream.time_base = fractions.Fraction(1, first_video.clock_rate)
+            self.streams["video"] = stream
+        if self._expect_audio:
+            if self.container.format.name.startswith("mov"):
+                # PyAV's codec-less streams cannot carry the channel count and
+                # OpusHead that the MP4 muxer wants
+                log.warning("%s: MP4 recordings hold the video only; use .mkv for audio", self.path)
+            else:
+                stream = self.container.add_mux_stream("opus", rate=48000)
+                stream.time_base = fractions.Fraction(1, 48000)
+                self.streams["audio"] = stream
+
+    def write(self, kind: str, frame: EncodedFrame) -> None:
+        if self.container is None:
+            if kind == "video":
+                size = self._keyframe_size(frame)
+                if size is None:
+                    return  # nothing is decodable before a keyframe
+                self.size = size
+                self.video_mime = frame.mime
+                self._open(frame)
+            elif not self._waiting_keyframe:
+                self._open(None)
+            else:
+                return
+        stream = self.streams.get(kind)
+        if stream is None:
+            return
+        first = self.started.setdefault(kind, frame.timestamp)
+        packet = av.Packet(frame.data)
+        packet.stream = stream
+        packet.time_base = stream.time_base
+        packet.pts = packet.dts = (frame.timestamp - first) % (1 << 32)
+        if kind == "video" and self._is_keyframe(frame):
+            packet.is_keyframe = True
+        try:
+            self.container.mux(packet)
+        except av.FFmpegError as exc:
+            log.warning("could not write a %s frame: %s", kind, exc)
+            return
+        self.frames[kind] += 1
+
+    @staticmethod
+    def _is_keyframe(frame: EncodedFrame) -> bool:
+        if frame.mime.lower() == "video/h264":
+            return any(nal_type(u) == NAL_IDR for u in split_annexb(frame.data))
+        return vp8_size(frame.data) is not None
+
+    def _keyframe_size(self, frame: EncodedFrame) -> tuple[int, int] | None:
+        if frame.mime.lower() == "video/h264":
+            units = split_annexb(frame.data)
+            kinds = [nal_type(u) for u in units]
+            if NAL_IDR not in kinds or NAL_SPS not in kinds or NAL_PPS not in kinds:
+                return None
+            info = parse_sps(units[kinds.index(NAL_SPS)])
+            return info.width, info.height
+        if frame.mime.lower() == "video/vp8":
+            return vp8_size(frame.data)
+        raise MediaError(f"cannot record {frame.mime} without re-encoding")
+
+    def close(self) -> None:
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+
+async def pump(track: Any, kind: str, sink: Recorder | None, counts: dict[str, int]) -> None:
+    """Read ``track`` until it ends, counting frames and writing them to ``sink``."""
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            return
+        counts[kind] = counts.get(kind, 0) + 1
+        if sink is not None:
+            sink.write(kind, frame)

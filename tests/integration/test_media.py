@@ -1,0 +1,341 @@
+"""Media end to end: `rtc-peer answer --video` and `rtc-peer offer --record`
+as real processes over 127.0.0.1, with clips made here by PyAV."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from peers.media.testclip import make_clip
+from tests.integration.procs import (
+    LOOPBACK,
+    FilePeer,
+    server,
+    start_file_peer,
+    wait_file_registered,
+    wait_until,
+)
+
+_STATS_URL = re.compile(r"stats on (http://\S+/stats)")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """2 s 640x360 H.264 Baseline clips: MPEG-TS, MP4 (SPS/PPS in-band and
+    extradata-only), and a Main-profile one with B-frames."""
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "ts": make_clip(d / "clip.ts"),
+        "mp4": make_clip(d / "clip.mp4"),
+        "mp4-global": make_clip(d / "global.mp4", repeat_headers=False),
+        "bframes": make_clip(d / "bframes.ts", bframes=2, profile="main"),
+    }
+
+
+def camera(tmp_path: Path, url: str, *args: str, name: str = "cam") -> FilePeer:
+    peer = start_file_peer(
+        "answer",
+        "--id",
+        name,
+        "--signal",
+        url,
+        *LOOPBACK,
+        "--stats-port",
+        "0",
+        *args,
+        stdin=subprocess.DEVNULL,
+        directory=tmp_path,
+        name=name,
+    )
+    wait_file_registered(peer)
+    return peer
+
+
+def stats(peer: FilePeer) -> dict[str, Any]:
+    match = _STATS_URL.search(peer.stderr())
+    assert match, peer.stderr()
+    with urllib.request.urlopen(match.group(1), timeout=5) as response:
+        data: dict[str, Any] = json.load(response)
+    return data
+
+
+def viewer(tmp_path: Path, url: str, name: str, *args: str, target: str = "cam") -> FilePeer:
+    return start_file_peer(
+        "offer",
+        "--target",
+        target,
+        "--id",
+        name,
+        "--signal",
+        url,
+        *LOOPBACK,
+        *args,
+        stdin=subprocess.DEVNULL,
+        directory=tmp_path,
+        name=name,
+    )
+
+
+def finish(peer: FilePeer, timeout: float = 30) -> None:
+    code = peer.wait(timeout)
+    assert code == 0, peer.stderr()
+
+
+def stop_camera(peer: FilePeer) -> None:
+    if peer.proc.poll() is None:
+        peer.proc.terminate()
+    peer.wait(10)
+
+
+def decoded_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of the first video stream, decoded."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, stream.codec_context.width, stream.codec_context.height
+
+
+def streaming(peer: FilePeer, viewers: int) -> dict[str, Any]:
+    """Poll /stats until ``viewers`` viewers are each being sent packets."""
+    snapshot: dict[str, Any] = {}
+
+    def ready() -> bool:
+        nonlocal snapshot
+        snapshot = stats(peer)
+        figures = [v for v in snapshot["viewers"].values() if v and v["packets_per_s"] > 0]
+        return len(figures) >= viewers
+
+    wait_until(ready, f"{viewers} viewers receiving packets", timeout=20)
+    return snapshot
+
+
+def test_three_viewers_record_one_passed_through_ts_clip(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """Three `offer --record` viewers of one `answer --video clip.ts` each write
+    an MP4 that decodes to >= 30 frames, while the sender has no video encoder
+    open and one shared input (3 viewers, kbps/packets per viewer in /stats)."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+            viewers = [
+                viewer(
+                    tmp_path,
+                    url,
+                    f"v{i}",
+                    "--record",
+                    str(tmp_path / f"v{i}.mp4"),
+                    "--duration",
+                    "5",
+                )
+                for i in range(3)
+            ]
+            snapshot = streaming(cam, 3)
+            for v in viewers:
+                finish(v)
+        finally:
+            stop_camera(cam)
+    assert snapshot["process"]["video_encoders_open"] == 0, snapshot
+    assert snapshot["total"]["viewers"] == 3
+    assert snapshot["total"]["kbps"] > 0 and snapshot["total"]["packets_per_s"] > 0
+    (source,) = snapshot["sources"]
+    assert (source["mode"], source["input_codec"], source["output"]) == (
+        "passthrough",
+        "h264",
+        "video/H264",
+    )
+    for i in range(3):
+        frames, width, height = decoded_frames(tmp_path / f"v{i}.mp4")
+        assert frames >= 30, (i, frames)
+        assert (width, height) == (640, 360)
+        assert "recorded" in (tmp_path / f"v{i}.err").read_text()
+
+
+def test_mp4_source_without_repeated_sps_pps_gets_them_injected(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """An MP4 (avcC) whose SPS/PPS live only in the extradata is converted to
+    Annex-B with the parameter sets put before each IDR; an MKV recording of
+    it decodes."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["mp4-global"]))
+        try:
+            rec = viewer(tmp_path, url, "v", "--record", str(tmp_path / "v.mkv"), "--duration", "4")
+            snapshot = streaming(cam, 1)
+            finish(rec)
+        finally:
+            stop_camera(cam)
+    assert snapshot["sources"][0]["sps_pps_injected"] > 0, snapshot
+    frames, width, height = decoded_frames(tmp_path / "v.mkv")
+    assert frames >= 30 and (width, height) == (640, 360)
+
+
+def test_mp4_source_with_in_band_parameter_sets_records_to_ts(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """An ordinary MP4 clip passes through too; the viewer records MPEG-TS."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["mp4"]))
+        try:
+            rec = viewer(tmp_path, url, "v", "--record", str(tmp_path / "v.ts"), "--duration", "4")
+            finish(rec)
+        finally:
+            stop_camera(cam)
+    frames, _, _ = decoded_frames(tmp_path / "v.ts")
+    assert frames >= 30
+
+
+def test_b_frames_are_refused_with_a_clear_message(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """A source with B-frames is refused before registering: exit 1 and why."""
+    with server() as url:
+        peer = start_file_peer(
+            "answer",
+            "--id",
+            "cam",
+            "--signal",
+            url,
+            *LOOPBACK,
+            "--video",
+            str(clips["bframes"]),
+            stdin=subprocess.DEVNULL,
+            directory=tmp_path,
+            name="cam",
+        )
+        code = peer.wait(20)
+    assert code == 1
+    assert "B-frames" in peer.stderr() and "--transcode" in peer.stderr()
+    assert "registered" not in peer.stderr()
+
+
+def test_transcode_opens_one_encoder_per_viewer(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """--transcode decodes once and encodes per viewer: the encoder count that
+    passthrough keeps at 0 shows 2 with two viewers (the check is real)."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]), "--transcode")
+        try:
+            viewers = [
+                viewer(
+                    tmp_path,
+                    url,
+                    f"v{i}",
+                    "--record",
+                    str(tmp_path / f"v{i}.mkv"),
+                    "--duration",
+                    "5",
+                )
+                for i in range(2)
+            ]
+            snapshot = streaming(cam, 2)
+            for v in viewers:
+                finish(v)
+        finally:
+            stop_camera(cam)
+    assert snapshot["process"]["video_encoders_open"] == 2, snapshot
+    assert snapshot["sources"][0]["mode"] == "frames"
+    for i in range(2):
+        assert decoded_frames(tmp_path / f"v{i}.mkv")[0] >= 30
+
+
+def test_testsrc_is_encoded_once_for_all_viewers(tmp_path: Path) -> None:
+    """The generated pattern is encoded once (one encoder for two viewers),
+    and both recordings decode."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", "testsrc:320x240@30")
+        try:
+            viewers = [
+                viewer(
+                    tmp_path,
+                    url,
+                    f"v{i}",
+                    "--record",
+                    str(tmp_path / f"v{i}.mp4"),
+                    "--duration",
+                    "4",
+                )
+                for i in range(2)
+            ]
+            snapshot = streaming(cam, 2)
+            for v in viewers:
+                finish(v)
+        finally:
+            stop_camera(cam)
+    assert snapshot["process"]["video_encoders_open"] == 1, snapshot
+    assert snapshot["sources"][0]["mode"] == "encode-once"
+    for i in range(2):
+        frames, width, height = decoded_frames(tmp_path / f"v{i}.mp4")
+        assert frames >= 30 and (width, height) == (320, 240)
+
+
+def test_control_commands_round_trip(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """ping echoes t, stats reports this viewer, keyframe says a passed-through
+    file cannot, pause/resume report the state; unknown and malformed requests
+    get ok:false replies (with the id when there is one), and the camera goes
+    on serving."""
+    controls = [
+        "ping",
+        "stats",
+        "keyframe",
+        "pause",
+        "resume",
+        '{"cmd": "reboot", "id": 70}',
+        '{"cmd": "ping", "id": 71}',
+        '{"cmd": "ping", "id": "x", "t": 1}',
+        "{not json",
+        "ping",
+    ]
+    args = [a for c in controls for a in ("--control", c)]
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+            ctl = viewer(tmp_path, url, "ctl", *args)
+            finish(ctl)
+            assert cam.proc.poll() is None, cam.stderr()
+        finally:
+            stop_camera(cam)
+    replies = [json.loads(line) for line in ctl.stdout().decode().splitlines()]
+    assert len(replies) == len(controls)
+    ping, stat, key, pause, resume, unknown, no_t, bad_id, not_json, last = replies
+    assert ping["ok"] and ping["cmd"] == "ping" and ping["id"] == 1
+    assert isinstance(ping["result"]["t"], float) and ping["rtt_ms"] >= 0
+    assert stat["ok"] and stat["result"]["viewer"] is not None
+    assert stat["result"]["total"]["viewers"] == 1
+    assert (
+        key["ok"]
+        and key["result"]["requested"] is False
+        and "passed through" in key["result"]["reason"]
+    )
+    assert pause["result"] == {"paused": True} and resume["result"] == {"paused": False}
+    assert unknown == {"id": 70, "ok": False, "error": unknown["error"]}
+    assert "unknown command 'reboot'" in unknown["error"]
+    assert no_t["id"] == 71 and not no_t["ok"] and "t" in no_t["error"]
+    assert bad_id["id"] is None and not bad_id["ok"] and "id" in bad_id["error"]
+    assert not_json["id"] is None and "not JSON" in not_json["error"]
+    assert last["ok"] and last["id"] == 10
+
+
+def test_paused_viewer_gets_no_video_while_the_other_does(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """pause stops this viewer's video only; the other viewer keeps receiving."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+            paused = viewer(tmp_path, url, "paused", "--control", "pause", "--duration", "4")
+            watching = viewer(tmp_path, url, "watching", "--duration", "4")
+            finish(paused)
+            finish(watching)
+        finally:
+            stop_camera(cam)
+    counts = {}
+    for peer, name in ((paused, "paused"), (watching, "watching")):
+        match = re.search(r"received (\d+) video frames", peer.stderr())
+        counts[name] = int(match.group(1)) if match else 0
+    assert counts["watching"] >= 30, counts
+    assert counts["paused"] < 20, counts
