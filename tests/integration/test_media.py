@@ -22,6 +22,7 @@ from tests.integration.procs import (
     wait_file_registered,
     wait_until,
 )
+from tests.integration.rtsp_server import RtspServer
 
 _STATS_URL = re.compile(r"stats on (http://\S+/stats)")
 
@@ -339,3 +340,43 @@ def test_paused_viewer_gets_no_video_while_the_other_does(
         counts[name] = int(match.group(1)) if match else 0
     assert counts["watching"] >= 30, counts
     assert counts["paused"] < 20, counts
+
+
+def test_rtsp_source_is_passed_through_to_a_recording_viewer(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """An rtsp:// camera (a small RTSP server in this test, RTP over TCP) is
+    pulled once and passed through; the viewer's recording decodes."""
+    with RtspServer(clips["ts"]) as rtsp, server() as url:
+        cam = camera(tmp_path, url, "--video", rtsp)
+        try:
+            rec = viewer(tmp_path, url, "v", "--record", str(tmp_path / "v.mp4"), "--duration", "4")
+            snapshot = streaming(cam, 1)
+            finish(rec)
+        finally:
+            stop_camera(cam)
+    assert snapshot["sources"][0]["mode"] == "passthrough"
+    assert snapshot["process"]["video_encoders_open"] == 0
+    frames, width, height = decoded_frames(tmp_path / "v.mp4")
+    assert frames >= 30 and (width, height) == (640, 360)
+
+
+def test_rtsp_source_that_stops_ends_the_camera_with_an_error(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """When the RTSP server goes away, the camera peer exits 1 and says why."""
+    with server() as url:
+        rtsp_server = RtspServer(clips["ts"])
+        rtsp = rtsp_server.__enter__()
+        cam = camera(tmp_path, url, "--video", rtsp)
+        rec = viewer(tmp_path, url, "v", "--duration", "30")
+        try:
+            streaming(cam, 1)
+            rtsp_server.stop()
+            code = cam.wait(30)
+        finally:
+            stop_camera(cam)
+            rec.proc.terminate()
+            rec.wait(10)
+    assert code == 1, cam.stderr()
+    assert rtsp in cam.stderr()
