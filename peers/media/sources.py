@@ -133,6 +133,7 @@ class StreamState:
     codec_name: str
     normalizer: H264Normalizer | None = None
     encoder: Any = None  # av.VideoCodecContext for encode-once
+    resampler: Any = None  # av.AudioResampler for audio frames
     items: int = 0
     keyframes: int = 0
     last_pts: float = 0.0
@@ -350,11 +351,19 @@ class MediaInput:
                 continue
             seconds = float(frame.pts * frame.time_base) + offset
             frame.pts = round(seconds / frame.time_base)
-            if state.mode is Mode.FRAMES:
-                yield Item(frame, True), seconds
-            else:
+            if state.mode is Mode.ENCODE_ONCE:
                 for encoded in self._encode(state, frame):
                     yield Item(encoded, encoded.is_keyframe), seconds
+            elif state.kind == "audio":
+                # aiortc's Opus encoder takes s16 only: convert once, not per viewer
+                if state.resampler is None:
+                    state.resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
+                for out in state.resampler.resample(frame):
+                    yield Item(out, True), float(out.pts * out.time_base)
+            else:
+                if frame.format.name != "yuv420p":  # what aiortc's encoders take
+                    frame = frame.reformat(format="yuv420p")
+                yield Item(frame, True), seconds
 
     def _encode(self, state: StreamState, frame: av.VideoFrame) -> list[av.Packet[Any]]:
         """Encode-once: one libx264 for all viewers, Baseline without B-frames,

@@ -25,13 +25,14 @@ def make_clip(
     bframes: int = 0,
     profile: str = "baseline",
     bitrate: int = 800_000,
-    audio: bool = False,
+    audio: str | None = None,
     repeat_headers: bool = True,
 ) -> Path:
     """Write ``path`` (container from its suffix: .ts, .mp4, .mkv, .h264).
 
     ``repeat_headers=False`` puts the SPS/PPS in the extradata only (global
     header), as many MP4 writers do, so that passthrough must inject them.
+    ``audio`` adds a 440 Hz tone with that encoder ("aac", "libopus", "mp2").
     """
     frames = round(seconds * fps)
     source = av.open(f"testsrc2=size={width}x{height}:rate={fps}", format="lavfi")
@@ -57,9 +58,7 @@ def make_clip(
                 "x264-params": x264 + ":repeat-headers=1",
             }
             stream.codec_context.flags |= av.codec.context.Flags.global_header
-        astream: Any = None
-        if audio:
-            astream = out.add_stream("aac" if out.format.name != "mpegts" else "mp2", rate=48000)
+        tone = _Tone(out, audio) if audio else None
         frame: Any
         for count, frame in enumerate(source.decode(video=0)):
             if count >= frames:
@@ -70,21 +69,33 @@ def make_clip(
             # lavfi marks its frames as I pictures, and libx264 would obey
             frame.pict_type = av.video.frame.PictureType.NONE
             out.mux(stream.encode(frame))
+            if tone is not None:  # interleaved, as real files are
+                tone.until((count + 1) / fps)
         out.mux(stream.encode(None))
-        if astream is not None:
-            _add_tone(out, astream, seconds)
+        if tone is not None:
+            tone.close()
     source.close()
     return path
 
 
-def _add_tone(out: Any, stream: Any, seconds: float) -> None:
-    tone = av.open("sine=frequency=440:sample_rate=48000", format="lavfi")
-    samples = 0
-    for frame in tone.decode(audio=0):
-        frame.pts = None
-        out.mux(stream.encode(frame))
-        samples += frame.samples
-        if samples >= seconds * 48000:
-            break
-    out.mux(stream.encode(None))
-    tone.close()
+class _Tone:
+    """A 440 Hz tone encoded alongside the video."""
+
+    def __init__(self, out: Any, codec: str) -> None:
+        self.out = out
+        self.stream: Any = out.add_stream(codec, rate=48000)
+        self.source = av.open("sine=frequency=440:sample_rate=48000", format="lavfi")
+        self.frames: Any = self.source.decode(audio=0)
+        self.samples = 0
+
+    def until(self, seconds: float) -> None:
+        while self.samples < seconds * 48000:
+            frame = next(self.frames)
+            frame.pts = self.samples
+            frame.time_base = Fraction(1, 48000)
+            self.samples += frame.samples
+            self.out.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        self.out.mux(self.stream.encode(None))
+        self.source.close()

@@ -3,6 +3,8 @@ as real processes over 127.0.0.1, with clips made here by PyAV."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -12,8 +14,15 @@ from typing import Any
 
 import av
 import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
+from peers.ice import IceSettings, restrict_host_addresses
+from peers.media import h264
+from peers.media.receive import encoded_frames
 from peers.media.testclip import make_clip
+from peers.signaling_client import SignalingClient
+from proto import Command, SessionDescription, decode_description
+from tests.conftest import run
 from tests.integration.procs import (
     LOOPBACK,
     FilePeer,
@@ -246,7 +255,7 @@ def test_transcode_opens_one_encoder_per_viewer(tmp_path: Path, clips: dict[str,
 
 def test_testsrc_is_encoded_once_for_all_viewers(tmp_path: Path) -> None:
     """The generated pattern is encoded once (one encoder for two viewers),
-    and both recordings decode."""
+    a keyframe can be requested, and both recordings decode."""
     with server() as url:
         cam = camera(tmp_path, url, "--video", "testsrc:320x240@30")
         try:
@@ -259,6 +268,7 @@ def test_testsrc_is_encoded_once_for_all_viewers(tmp_path: Path) -> None:
                     str(tmp_path / f"v{i}.mp4"),
                     "--duration",
                     "4",
+                    *(["--control", "keyframe"] if i == 0 else []),
                 )
                 for i in range(2)
             ]
@@ -269,6 +279,8 @@ def test_testsrc_is_encoded_once_for_all_viewers(tmp_path: Path) -> None:
             stop_camera(cam)
     assert snapshot["process"]["video_encoders_open"] == 1, snapshot
     assert snapshot["sources"][0]["mode"] == "encode-once"
+    (reply,) = [json.loads(line) for line in viewers[0].stdout().decode().splitlines()]
+    assert reply == {"id": 1, "ok": True, "cmd": "keyframe", "result": {"requested": True}}
     for i in range(2):
         frames, width, height = decoded_frames(tmp_path / f"v{i}.mp4")
         assert frames >= 30 and (width, height) == (320, 240)
@@ -380,3 +392,119 @@ def test_rtsp_source_that_stops_ends_the_camera_with_an_error(
             rec.wait(10)
     assert code == 1, cam.stderr()
     assert rtsp in cam.stderr()
+
+
+async def _media_only_call(
+    url: str, target: str, video_codecs: list[str] | None = None
+) -> list[Any]:
+    """Call ``target`` as a WHEP player or browser would: recvonly video, no
+    data channel; count the encoded frames received in 3 s; then hang up."""
+    pc = RTCPeerConnection(IceSettings(host_addresses=("127.0.0.1",)).rtc_configuration())
+    frames: list[Any] = []
+    transceiver = pc.addTransceiver("video", direction="recvonly")
+    if video_codecs is not None:
+        capabilities = RTCRtpReceiver.getCapabilities("video").codecs
+        transceiver.setCodecPreferences([c for c in capabilities if c.mimeType in video_codecs])
+    got_track: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        encoded_frames(track)
+        got_track.set_result(track)
+
+    with restrict_host_addresses(("127.0.0.1",)):
+        signaling = await SignalingClient.connect(url, "/offer", 10)
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+            assert "m=application" not in pc.localDescription.sdp
+            body = SessionDescription(type="offer", sdp=pc.localDescription.sdp).to_json()
+            await signaling.send_offer("whep-like", target, body)
+            async for envelope in signaling.requests():
+                await signaling.acknowledge(envelope.command)
+                if envelope.command is Command.ANSWER:
+                    answer = decode_description(envelope.request.body, Command.ANSWER, "answer")
+                    await pc.setRemoteDescription(
+                        RTCSessionDescription(sdp=answer.sdp, type="answer")
+                    )
+                    break
+            track = await asyncio.wait_for(got_track, 10)
+
+            async def count() -> None:
+                while True:
+                    frames.append(await track.recv())
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(count(), 3)
+        finally:
+            await pc.close()
+            await signaling.close()
+    return frames
+
+
+def test_caller_without_data_channel_gets_the_video(tmp_path: Path, clips: dict[str, Path]) -> None:
+    """An offer with only a recvonly video m-line (what WHEP players and
+    browsers send) is answered with H.264 and the video flows; when the caller
+    hangs up, the camera forgets the viewer and goes on serving."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+            frames = run(_media_only_call(url, "cam"), timeout=30)
+            wait_until(lambda: stats(cam)["total"]["viewers"] == 0, "the viewer to be gone", 30)
+            assert cam.proc.poll() is None, cam.stderr()
+        finally:
+            stop_camera(cam)
+    assert len(frames) >= 30
+    assert frames[0].mime == "video/H264"
+    # what it gets starts at a keyframe, with the parameter sets in front
+    first = [h264.nal_type(u) for u in h264.split_annexb(frames[0].data)]
+    assert {h264.NAL_SPS, h264.NAL_PPS, h264.NAL_IDR} <= set(first), first
+
+
+def test_caller_that_cannot_take_h264_is_refused_clearly(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """A VP8-only viewer of an H.264 passthrough gets no answer; the camera
+    says why (use --transcode) and serves the next caller."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+
+            async def refused() -> None:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(_media_only_call(url, "cam", ["video/VP8"]), 4)
+
+            run(refused(), timeout=20)
+            frames = run(_media_only_call(url, "cam"), timeout=30)
+        finally:
+            stop_camera(cam)
+    assert "cannot receive video/H264" in cam.stderr() and "--transcode" in cam.stderr()
+    assert len(frames) >= 30
+
+
+@pytest.mark.parametrize(("audio_codec", "mode"), [("libopus", "passthrough"), ("aac", "frames")])
+def test_video_and_audio_of_one_file_are_recorded_to_mkv(
+    tmp_path: Path, audio_codec: str, mode: str
+) -> None:
+    """--video and --audio from the same file share one demuxer; Opus audio is
+    passed through, AAC is decoded once and encoded to Opus per viewer; the
+    viewer's MKV has both streams, and both decode."""
+    clip = make_clip(tmp_path / "av.mkv", audio=audio_codec)
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clip), "--audio", str(clip), "--stats", "1")
+        try:
+            rec = viewer(tmp_path, url, "v", "--record", str(tmp_path / "v.mkv"), "--duration", "4")
+            snapshot = streaming(cam, 1)
+            finish(rec)
+        finally:
+            stop_camera(cam)
+    modes = {s["kind"]: (s["mode"], s["output"]) for s in snapshot["sources"]}
+    assert modes["video"] == ("passthrough", "video/H264")
+    assert modes["audio"][0] == mode
+    assert re.search(r"stats: 1 viewer\(s\), \d+ kbit/s", cam.stderr()), cam.stderr()
+    with av.open(str(tmp_path / "v.mkv")) as container:
+        kinds = sorted(s.type for s in container.streams)
+        decoded = {"video": 0, "audio": 0}
+        for frame in container.decode(*container.streams):
+            decoded["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
+    assert kinds == ["audio", "video"]
+    assert decoded["video"] >= 30 and decoded["audio"] >= 50, decoded
