@@ -362,10 +362,22 @@ def _start(
     raise RuntimeError(f"{name} did not start (stdout {data!r}):\n{tail}")
 
 
-def start_rtc_signal() -> ServerProc:
+#: ``rtc-signal serve`` options of the benchmarks: the per-connection rate limit
+#: (default 100 messages/s) would throttle a load generator that measures
+#: capacity, so it is set out of reach: its check still runs on every message
+#: (its cost is in the figures) but never refuses one.
+RTC_SIGNAL_BENCH_ARGS = ("--rate-limit", "1000000000", "--rate-burst", "1000000000")
+
+
+def rtc_signal_argv(*extra: str) -> list[str]:
+    """The command line of ``rtc-signal serve`` on a free loopback port."""
     exe = shutil.which("rtc-signal")
     argv = [exe] if exe else [sys.executable, "-c", "from signaling.cli import main; main()"]
-    return _start("rtc-signal", [*argv, "serve", "--port", "0", "--log-level", "warning"])
+    return [*argv, "serve", "--port", "0", "--log-level", "warning", *extra]
+
+
+def start_rtc_signal(*extra: str) -> ServerProc:
+    return _start("rtc-signal", rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, *extra))
 
 
 def start_naive() -> ServerProc:

@@ -114,6 +114,7 @@ class FastPathConnection(ServerConnection):
         "reading_paused",
         "slow",
         "splitter",
+        "throttled",
         "waiting_for",
         "waiting_on",
     )
@@ -164,6 +165,8 @@ class FastPathConnection(ServerConnection):
         self.splitter: BodySplitter | None = BodySplitter(MAX_HTTP_BODY)
         #: resolved when the body is complete, if a handler waits for it
         self.body_waiter: asyncio.Future[None] | None = None
+        #: reading is paused because the connection is over its rate limit
+        self.throttled = False
 
     def start(self, owner: ConnectionOwner, conn: ConnId) -> None:
         """The owner's handler runs: hand it messages from now on."""
@@ -359,9 +362,25 @@ class FastPathConnection(ServerConnection):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read again if :meth:`hold` paused reading."""
+        """Read again if :meth:`hold` paused reading (and :meth:`throttle` does not)."""
         if self.reading_paused:
             self.reading_paused = False
+            if not self.throttled:
+                self.transport.resume_reading()
+
+    def throttle(self, seconds: float) -> None:
+        """Stop reading for ``seconds`` (over the rate limit): the client's
+        further messages wait in the kernel and then in the client, not in
+        our CPU time."""
+        if self.throttled or self.transport.is_closing():
+            return
+        self.throttled = True
+        self.transport.pause_reading()
+        self.loop.call_later(seconds, self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self.throttled = False
+        if not self.reading_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
     # -- outgoing ------------------------------------------------------------

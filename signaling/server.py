@@ -78,6 +78,7 @@ MAX_QUEUE = 4
 PING_BATCH = 256
 
 _OPEN = State.OPEN
+_monotonic = time.monotonic
 
 #: The query parameter of /register with an answer peer's resume key, and
 #: the longest key accepted (peers.reconnect makes 22-character ones).
@@ -363,7 +364,7 @@ class SignalingServer:
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
         cfg = self.config
         if cfg.rate_limit is not None:
-            ws.bucket = cfg.rate_limit.bucket(ws.loop.time())
+            ws.bucket = cfg.rate_limit.bucket(_monotonic())
         if cfg.idle_timeout is not None:
             ws.loop.call_later(cfg.idle_timeout, self._check_idle, conn)
         try:
@@ -408,7 +409,7 @@ class SignalingServer:
         """Route one message from ``ws`` (not held, nothing queued before it)."""
         bucket = ws.bucket
         if bucket is not None:
-            now = ws.loop.time()
+            now = _monotonic()  # (cheaper than loop.time(), a method around it)
             verdict = bucket.take(now)
             if verdict != ALLOW:
                 self._over_rate(ws, message, verdict, now)
@@ -427,6 +428,9 @@ class SignalingServer:
                 log.info("conn %s: over the rate limit, refusing with 429", ws.conn_id)
             msg = f"rate limit of {limit.rate:g} messages/s exceeded; message dropped"
             self._perform(ws, [self.router.refuse(ws.conn_id, message, TOO_MANY_REQUESTS, msg)])
+            # What this read holds is answered (429s); the next read waits, so
+            # that a flood costs a few reads a second, not all our CPU time.
+            ws.throttle(limit.pause)
             return
         log.warning(
             "conn %s (%s): over the rate limit for %g s, closing",

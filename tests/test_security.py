@@ -241,6 +241,34 @@ def test_flood_gets_429_then_is_closed_and_others_are_unaffected() -> None:
     run(main())
 
 
+def test_after_a_burst_over_the_limit_the_connection_is_served_again() -> None:
+    """Reading pauses after a 429 (the flood waits in TCP), then resumes: a client
+    back under the limit gets normal replies on the same connection."""
+
+    async def main() -> None:
+        limit = RateLimit(rate=50, burst=3, grace=5.0, pause=0.1)
+        async with (
+            running_server(rate_limit=limit) as server,
+            client(server.url, "/register") as alice,
+            client(server.url, "/offer") as bob,
+        ):
+            await register(alice, "alice")
+            frame = offer_frame("bob", "alice")
+            for _ in range(10):
+                await bob.send(frame)
+            codes = [decode(await recv_frame(bob)).response.code for _ in range(10)]
+            assert codes.count(TOO_MANY_REQUESTS) >= 6, codes
+            await asyncio.sleep(0.3)  # back under the limit: the bucket refills
+            while True:  # drain what was forwarded to alice
+                try:
+                    await asyncio.wait_for(alice.recv(), 0.1)
+                except TimeoutError:
+                    break
+            await relay_offer(bob, alice, "bob", "alice")
+
+    run(main())
+
+
 # -- idle timeout ----------------------------------------------------------------------------------
 
 
