@@ -139,6 +139,8 @@ class LeanWs(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self._open = False
+        #: pings received (and answered)
+        self.pings = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,7 +205,9 @@ class LeanWs(asyncio.Protocol):
                 else:
                     self.on_frame(buf, start, end)
             elif opcode == OP_PING:
+                self.pings += 1
                 self.write(client_frame(bytes(buf[start:end]), OP_PONG))
+                self.on_ping()
             elif opcode == OP_CLOSE:
                 assert self.transport is not None
                 self.transport.close()
@@ -219,6 +223,9 @@ class LeanWs(asyncio.Protocol):
 
     def after_batch(self) -> None:
         """Every frame of one ``data_received`` call was handled."""
+
+    def on_ping(self) -> None:
+        """A ping arrived (and was answered)."""
 
     # helpers
     def write(self, data: bytes) -> None:

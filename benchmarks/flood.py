@@ -326,8 +326,9 @@ def main() -> None:
                         r.setdefault("p50", Sample()).add(p50 / base["p50"])
                         r.setdefault("p99", Sample()).add(p99 / base["p99"])
                     print(
-                        f"run {run + 1}/{args.runs} {name:<34} flooder={'yes' if flooded else 'no':<3} "
-                        f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  lost {res['lost']}"
+                        f"run {run + 1}/{args.runs} {name:<34} "
+                        f"flooder={'yes' if flooded else 'no':<3} p50 {p50:7.2f} ms  "
+                        f"p99 {p99:7.2f} ms  lost {res['lost']}"
                         + (
                             f"  flood sent {flood_stats['sent']:,} fwd {flood_stats['acks']:,} "
                             f"refused {flood_stats['refusals']:,} closes {flood_stats['closes']}"
