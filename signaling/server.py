@@ -74,8 +74,9 @@ HARD_LIMIT_FACTOR = 4
 #: (websockets' ``max_queue``, which :meth:`FastPathConnection.hold` honours).
 MAX_QUEUE = 4
 
-#: The keepalive task yields to the event loop after pinging this many peers.
-PING_BATCH = 256
+#: The keepalive task pings this many peers at a time, its batches spread
+#: over the ping interval.
+PING_BATCH = 64
 
 _OPEN = State.OPEN
 _monotonic = time.monotonic
@@ -551,22 +552,37 @@ class SignalingServer:
     # -- keepalive ------------------------------------------------------------------
 
     async def _keepalive(self, interval: float, timeout: float | None) -> None:
-        """Ping every open connection each ``interval``; fail those that stay silent."""
+        """Ping every open connection each ``interval``; fail those that stay silent.
+
+        The connections are pinged in batches of ``PING_BATCH`` spread evenly
+        over the interval, not all at once: thousands of pings (and of pongs
+        coming back) in one go would hold up everyone's messages for tens of
+        milliseconds (``benchmarks/load.py``).
+        """
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(interval)
         while True:
-            await asyncio.sleep(interval)
-            payload = os.urandom(4)
-            sent_at = loop.time()
-            pinged: list[ConnId] = []
-            for ws in list(self._connections.values()):
-                if ws.ping_payload is not None or ws.protocol.state is not _OPEN:
-                    continue
-                ws.send_keepalive_ping(payload, sent_at)
-                pinged.append(ws.conn_id)
-                if len(pinged) % PING_BATCH == 0:
-                    await asyncio.sleep(0)
-            if timeout is not None and pinged:
-                loop.call_later(timeout, self._check_pongs, pinged, payload)
+            round_start = loop.time()
+            connections = list(self._connections.values())
+            batches = max(1, -(-len(connections) // PING_BATCH))
+            for b in range(batches):
+                self._ping_batch(connections[b * PING_BATCH : (b + 1) * PING_BATCH], timeout)
+                await asyncio.sleep(
+                    max(0.0, round_start + (b + 1) * interval / batches - loop.time())
+                )
+
+    def _ping_batch(self, connections: list[FastPathConnection], timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        payload = os.urandom(4)
+        sent_at = loop.time()
+        pinged: list[ConnId] = []
+        for ws in connections:
+            if ws.ping_payload is not None or ws.protocol.state is not _OPEN:
+                continue  # (a closed one is no longer in _connections, or soon)
+            ws.send_keepalive_ping(payload, sent_at)
+            pinged.append(ws.conn_id)
+        if timeout is not None and pinged:
+            loop.call_later(timeout, self._check_pongs, pinged, payload)
 
     def _check_pongs(self, pinged: list[ConnId], payload: bytes) -> None:
         for conn in pinged:
