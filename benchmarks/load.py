@@ -61,10 +61,6 @@ from _common import (
 )
 
 ACK = rtc_response(103, 0, "ok")
-#: when each keepalive round reached the load generator (its first ping)
-PING_ROUNDS: list[float] = []
-#: a call is "during a keepalive round" if sent up to this long after one began
-ROUND_SPAN = 1.0
 
 
 class Peer(LeanWs):
@@ -77,11 +73,6 @@ class Peer(LeanWs):
         if caller is not None:
             caller.delivered(time.perf_counter())
 
-    def on_ping(self) -> None:
-        now = time.perf_counter()
-        if not PING_ROUNDS or now - PING_ROUNDS[-1] > ROUND_SPAN:
-            PING_ROUNDS.append(now)
-
 
 class Caller(LeanWs):
     """An offer peer with one offer in flight."""
@@ -90,7 +81,6 @@ class Caller(LeanWs):
         super().__init__(host, port, resource)
         self.sent_at: float | None = None
         self.latencies: list[float] = []
-        self.sent: list[float] = []
         self.errors = 0
         self.late = 0
 
@@ -110,7 +100,6 @@ class Caller(LeanWs):
     def delivered(self, at: float) -> None:
         if self.sent_at is not None:
             self.latencies.append(at - self.sent_at)
-            self.sent.append(self.sent_at)
             self.sent_at = None
 
 
@@ -186,13 +175,6 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     rss_hold = rss_kib(pid)
     lost = sum(ws.lost.done() for ws in peers)
     latencies = sorted(x for c in callers for x in c.latencies)
-
-    def near_round(sent: float, latency: float) -> bool:
-        return any(r - 0.1 <= sent + latency and sent <= r + ROUND_SPAN for r in PING_ROUNDS)
-
-    quiet = sorted(
-        x for c in callers for s, x in zip(c.sent, c.latencies, strict=True) if not near_round(s, x)
-    )
     result = {
         "before_kib": before,
         "after_kib": after,
@@ -203,8 +185,6 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         "late": sum(c.late + (c.sent_at is not None) for c in callers),
         "errors": sum(c.errors for c in callers),
         "latencies": latencies,
-        "quiet_latencies": quiet,
-        "rounds": len(PING_ROUNDS),
         "server_cpu": (s1 - s0) / held,
         "pings": (sum(p.pings for p in peers) - pings0) / n,
     }
@@ -242,9 +222,9 @@ def main() -> None:
         sys.exit(f"the fd limit ({limit}) is too low for {args.peers} connections")
     sizes = [args.baseline, args.peers]
     set_deadline(60 + args.runs * sum(args.hold + n / 200 + 60 for n in sizes))
-    keys = ("kib", "connect", "p50", "p99", "max", "q50", "q99", "cpu", "pings", "rss_hold")
+    keys = ("kib", "connect", "p50", "p99", "max", "cpu", "pings", "rss_hold")
     samples = {n: {key: Sample() for key in keys} for n in sizes}
-    ratios = {key: Sample() for key in ("p50", "p99", "q50", "q99", "cpu")}
+    ratios = {key: Sample() for key in ("p50", "p99", "cpu")}
     started = time.monotonic()
     lost_total = late_total = errors_total = 0
     interval = f"{args.ping_interval:g}"
@@ -271,15 +251,13 @@ def main() -> None:
                     raise
             finally:
                 server.stop()
-            lat, quiet = res["latencies"], res["quiet_latencies"]
+            lat = res["latencies"]
             values = {
                 "kib": (res["after_kib"] - res["before_kib"]) / n,
                 "connect": n / res["connect_s"],
                 "p50": percentile(lat, 0.5) * 1e3,
                 "p99": percentile(lat, 0.99) * 1e3,
                 "max": (lat[-1] if lat else float("nan")) * 1e3,
-                "q50": percentile(quiet, 0.5) * 1e3,
-                "q99": percentile(quiet, 0.99) * 1e3,
                 "cpu": res["server_cpu"] * 100,
                 "pings": res["pings"],
                 "rss_hold": res["hold_kib"] / 1024,
@@ -328,8 +306,6 @@ def main() -> None:
         row("relay latency p50", "p50", "{:.2f}", " ms"),
         row("relay latency p99", "p99", "{:.2f}", " ms"),
         row("relay latency max", "max", "{:.1f}", " ms"),
-        row("  p50 outside keepalive rounds", "q50", "{:.2f}", " ms"),
-        row("  p99 outside keepalive rounds", "q99", "{:.2f}", " ms"),
         row("server CPU while holding (calls + pings)", "cpu", "{:.0f}", " %"),
         row("keepalive pings answered per peer", "pings", "{:.1f}"),
     ]
