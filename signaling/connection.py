@@ -94,6 +94,7 @@ class FastPathConnection(ServerConnection):
     # Slots, not instance attributes: websockets already sets 27, and past 30
     # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
     __slots__ = (
+        "admitted_in",
         "allowed_id",
         "backlog",
         "blocked",
@@ -158,6 +159,8 @@ class FastPathConnection(ServerConnection):
         self.idle: asyncio.Future[None] | None = None
         #: the ID this connection's token grants (set at the handshake), if any
         self.allowed_id: str | None = None
+        #: the owner's set of admitted connections, left when the TCP connection is
+        self.admitted_in: set[ServerConnection] | None = None
         #: the message rate limit's state, if the owner limits the rate
         self.bucket: TokenBucket | None = None
         # -- plain HTTP requests on the same port (WHEP) ---------------------
@@ -477,5 +480,7 @@ class FastPathConnection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self.admitted_in is not None:
+            self.admitted_in.discard(self)
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=exc is not None)

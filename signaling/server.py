@@ -315,9 +315,8 @@ class SignalingServer:
         # Counted from admission (not from the end of the handshake, as websockets'
         # own set is) until the TCP connection is gone, so that concurrent
         # handshakes cannot overshoot the limit.
-        admitted = self._admitted
-        admitted.add(connection)
-        connection.connection_lost_waiter.add_done_callback(lambda _: admitted.discard(connection))
+        self._admitted.add(connection)
+        connection.admitted_in = self._admitted  # (left in connection_lost)
         return None
 
     def _check_path(
