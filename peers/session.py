@@ -501,6 +501,41 @@ class AnswerPeer:
             return exc
         raise AssertionError("requests() ends only with SignalingError")  # pragma: no cover
 
+    async def _run_handlers(
+        self,
+        handler: CallHandler,
+        first: Channel,
+        later: asyncio.Queue[Channel],
+        negotiation: _Negotiation,
+        setup: float,
+    ) -> None:
+        """Run ``handler`` on the call's first channel, and on each channel the
+        caller opens later on the same connection (a browser opens ``control``
+        beside ``data``); the call ends when the first channel's handler does."""
+        pc, caller = negotiation.pc, negotiation.remote_id
+
+        async def extra(channel: Channel) -> None:
+            try:
+                await _wait_open(channel, negotiation, self.config.connect_timeout)
+                await handler(Call(channel, pc, self.peer_id, caller, 0.0))
+            except Exception as exc:  # an extra channel never ends the call
+                log.warning("channel %r from %r failed: %r", channel.label, caller, exc)
+
+        async def watch() -> None:
+            async with asyncio.TaskGroup() as extras:
+                while True:
+                    channel = await later.get()
+                    log.info("channel %r opened by %r", channel.label, caller)
+                    extras.create_task(extra(channel))
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await handler(Call(first, pc, self.peer_id, caller, setup))
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
     async def _serve_call(
         self,
         signaling: SignalingClient,
@@ -537,7 +572,7 @@ class AnswerPeer:
             await _wait_open(channel, negotiation, remaining, None, self.config.connect_timeout)
             log.info("data channel open with %r via %s", caller, selected_pair(pc))
             setup = asyncio.get_running_loop().time() - offered
-            await handler(Call(channel, pc, self.peer_id, caller, setup))
+            await self._run_handlers(handler, channel, channels, negotiation, setup)
         except (PeerError, ProtocolError) as exc:
             log.warning("call from %r failed: %s", caller, exc)
             error = exc

@@ -508,3 +508,28 @@ def test_video_and_audio_of_one_file_are_recorded_to_mkv(
             decoded["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
     assert kinds == ["audio", "video"]
     assert decoded["video"] >= 30 and decoded["audio"] >= 50, decoded
+
+
+def test_whep_player_watches_a_camera_peer_and_deletes_the_session(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """POST /whep/cam on `rtc-signal serve` reaches `rtc-peer answer --video`
+    (H.264 passed through); the player decodes frames; DELETE ends it (200, then 404)."""
+    from tests.httpclient import http_request
+    from tests.test_whep import watch
+
+    with server() as url:
+        cam = camera(tmp_path, url, "--video", str(clips["ts"]))
+        try:
+
+            async def main() -> None:
+                response, width = await watch(url, "cam")
+                assert width == 640
+                assert "H264" in response.body.decode()
+                location = response.headers["location"]
+                assert (await http_request(url, "DELETE", location)).status == 200
+                assert (await http_request(url, "DELETE", location)).status == 404
+
+            run(main(), timeout=60)
+        finally:
+            stop_camera(cam)
