@@ -275,20 +275,29 @@ class SignalingServer:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | Awaitable[Response] | None:
-        return self._check_path(connection, request) or self._admit(connection, request)
+        # At the connection limit every request is refused (pages and WHEP too).
+        return (
+            self._over_capacity(connection)
+            or self._check_path(connection, request)
+            or self._admit(connection, request)
+        )
+
+    def _over_capacity(self, connection: ServerConnection) -> Response | None:
+        limit = self.config.max_connections
+        if limit is None or len(self._admitted) < limit:
+            return None
+        response = _refusal(
+            connection,
+            http.HTTPStatus.SERVICE_UNAVAILABLE,
+            f"too many connections (limit {limit}); try again later",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The handshake's admission checks: None to accept, else the refusal."""
+        """A WebSocket handshake's admission checks: None to accept, else the refusal."""
         cfg = self.config
         assert isinstance(connection, FastPathConnection)
-        if cfg.max_connections is not None and len(self._admitted) >= cfg.max_connections:
-            response = _refusal(
-                connection,
-                http.HTTPStatus.SERVICE_UNAVAILABLE,
-                f"too many connections (limit {cfg.max_connections}); try again later",
-            )
-            response.headers["Retry-After"] = "5"
-            return response
         try:
             origin = request.headers.get("Origin")
             authorization = request.headers.get("Authorization")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,15 @@ from tests.conftest import (
 from tests.helpers_tls import self_signed_cert
 
 SECRET = b"server-secret-0123456789"
+
+
+def http_get(url: str) -> str:
+    """A plain HTTP GET; the status line and body (urllib raises on 503)."""
+    try:
+        with urllib.request.urlopen(url, timeout=WAIT) as response:
+            return f"HTTP/1.1 {response.status}\n" + response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return f"HTTP/1.1 {exc.code}\n" + exc.read().decode()
 
 
 def token(peer_id: str, ttl: float = 3600, secret: bytes = SECRET) -> str:
@@ -181,6 +192,8 @@ def test_connections_beyond_the_limit_get_503_until_one_leaves() -> None:
                 assert response.status_code == 503
                 assert "too many connections" in response.body.decode()
                 assert response.headers["Retry-After"]
+                page = await asyncio.to_thread(http_get, server.url.replace("ws", "http") + "/")
+                assert page.startswith("HTTP/1.1 503"), page  # the pages too
                 await first.close()
                 async with asyncio.timeout(WAIT):
                     while True:  # the slot frees once the server has closed its side
