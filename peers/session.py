@@ -425,6 +425,7 @@ class AnswerPeer:
                 raise
             except HandshakeRefused as exc:
                 if exc.status in (401, 403):  # our token or origin: retrying cannot help
+                    self._status(f"not reconnecting: {exc}")
                     raise
                 self._status(f"reconnect attempt {backoff.attempt} failed: {exc}")
             except SignalingError as exc:

@@ -135,3 +135,56 @@ def test_without_reconnect_the_peer_finishes_its_call_then_raises() -> None:
                 await serving
 
     run(scenario())
+
+
+def test_reconnect_stops_at_401_when_the_token_is_no_longer_accepted() -> None:
+    """The server comes back with another secret: the peer's token is refused
+    (HTTP 401), which retrying cannot fix, so the peer stops retrying; its
+    call goes on, and once it has ended serve() raises HandshakeRefused."""
+    from peers.errors import HandshakeRefused
+    from signaling import auth
+
+    old, new = b"first-secret-0123456789", b"second-secret-0123456789"
+    expires = 2**31 + 1  # (2038: far enough)
+
+    def secured(secret: bytes, port: int = 0) -> SignalingServer:
+        return SignalingServer(
+            ServerConfig(host="127.0.0.1", port=port, ping_interval=None, secret=secret)
+        )
+
+    async def scenario() -> list[str]:
+        lines: list[str] = []
+        server = secured(old)
+        await server.start()
+        port = server.port
+        answer_config = PeerConfig(
+            signal_url=server.url, ice=ICE, token=auth.mint(old, "rotated", expires)
+        )
+        caller_config = PeerConfig(
+            signal_url=server.url, ice=ICE, token=auth.mint(old, "caller", expires)
+        )
+        peer = AnswerPeer(answer_config, "rotated", reconnect=FAST, on_status=lines.append)
+        serving = asyncio.create_task(peer.serve(_echo))
+        try:
+            await peer.wait_registered(5)
+            async with call(caller_config, "rotated", "caller") as c:
+                await server.close()
+                server = secured(new, port)
+                await server.start()
+                await _roundtrip(c, "the call does not need the server")
+                await eventually(lambda: any("401" in x for x in lines), timeout=5)
+                await _roundtrip(c, "nor the refusal")
+            # the call over, the peer gives up (serve() waits for its calls)
+            with pytest.raises(HandshakeRefused) as info:
+                await within(asyncio.shield(serving), 10)
+            assert info.value.status == 401
+            assert peer.registrations == 1
+            return lines
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HandshakeRefused):
+                await serving
+            await server.close()
+
+    lines = run(scenario())
+    assert lines[0].startswith("lost the signaling server")
