@@ -226,8 +226,21 @@ class SignalingServer:
             self._keepalive_task = None
         if self.whep is not None:
             self.whep.close()
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
+        server = self._server
+        server.close(close_connections=True)
+        # websockets' close() waits, without a deadline, for a full write
+        # buffer to drain before its closing handshake: a client that neither
+        # reads nor closes would hold the shutdown forever. Past the close
+        # timeout, drop the TCP connections that are left.
+        try:
+            async with asyncio.timeout(self.config.close_timeout + 0.5):
+                await asyncio.shield(server.wait_closed())
+        except TimeoutError:
+            stuck = list(server.all_connections)
+            log.warning("dropping %d connections that did not close in time", len(stuck))
+            for ws in stuck:
+                ws.transport.abort()
+            await server.wait_closed()
         for handle in self._releases.values():
             handle.cancel()
         self._releases.clear()

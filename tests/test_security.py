@@ -6,6 +6,7 @@ idle timeout for connections without an ID (1008) and TLS (wss://)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import urllib.error
@@ -21,6 +22,7 @@ from proto import Command, decode, encode_request
 from signaling import auth
 from signaling.limits import RateLimit
 from signaling.router import FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS
+from signaling.server import ServerConfig, SignalingServer
 from tests.conftest import (
     WAIT,
     client,
@@ -278,6 +280,104 @@ def test_after_a_burst_over_the_limit_the_connection_is_served_again() -> None:
                 except TimeoutError:
                     break
             await relay_offer(bob, alice, "bob", "alice")
+
+    run(main())
+
+
+async def _raw_flood(port: int, frame: bytes, stop: asyncio.Event) -> int:
+    """A raw client on /offer that writes pre-masked copies of ``frame`` as fast
+    as its socket takes them and never reads; returns the frames written."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert b" 101 " in await within(reader.readuntil(b"\r\n\r\n"))
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(frame))
+    header = bytes([0x82, 0x80 | 126]) + len(frame).to_bytes(2, "big") + mask
+    chunk = (header + masked) * 64
+    written = 0
+    try:
+        while not stop.is_set():
+            writer.write(chunk)
+            written += 64
+            # (a timeout: the server stopped reading us; keep on until told to stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer.drain(), 0.5)
+    except ConnectionError:
+        pass  # closed by the server (1008, then TCP)
+    finally:
+        writer.close()
+    return written
+
+
+@pytest.mark.parametrize(
+    "limit", [None, RateLimit(rate=100, burst=50, grace=5.0)], ids=["no-limit", "limit"]
+)
+def test_others_are_served_while_one_client_floods(limit: RateLimit | None) -> None:
+    """While a client writes offers as fast as TCP allows (and never reads), 30
+    offers between two other peers all arrive, with or without the rate limit
+    (no timing assertion beyond the usual bounded waits)."""
+
+    async def main() -> None:
+        async with (
+            running_server(rate_limit=limit) as server,
+            client(server.url, "/register") as sink,
+            client(server.url, "/register") as alice,
+            client(server.url, "/offer") as bob,
+        ):
+            await register(sink, "sink")
+            await register(alice, "alice")
+            stop = asyncio.Event()
+            flood = asyncio.create_task(
+                _raw_flood(server.port, offer_frame("flooder", "sink"), stop)
+            )
+            try:
+                await eventually(lambda: server.router.stats.frames > 200)
+                for _ in range(30):
+                    await relay_offer(bob, alice, "bob", "alice")
+                assert not flood.done()  # (the flood went on meanwhile)
+            finally:
+                stop.set()
+                written = await within(flood, 10)
+            assert written > 200
+
+    run(main())
+
+
+def test_shutdown_is_bounded_with_a_client_that_neither_reads_nor_closes() -> None:
+    """A flooder that never reads fills the server's buffer towards it; closing
+    the server still ends within about the close timeout (the stuck TCP
+    connection is dropped) and everybody else gets 1001."""
+
+    async def main() -> None:
+        server = SignalingServer(ServerConfig(host="127.0.0.1", port=0, ping_interval=None))
+        await within(server.start())
+        stop = asyncio.Event()
+        flood = asyncio.create_task(_raw_flood(server.port, offer_frame("f", "sink"), stop))
+        try:
+            async with (
+                client(server.url, "/register") as sink,
+                client(server.url, "/register") as bystander,
+            ):
+                await register(sink, "sink")  # (the flood's target: it stops reading too)
+                await register(bystander, "bystander")
+                await eventually(
+                    lambda: any(
+                        ws.transport.get_write_buffer_size() > 0
+                        for ws in server._connections.values()
+                    )
+                )
+                started = time.monotonic()
+                await within(server.close(), 3 * server.config.close_timeout + 1)
+                assert time.monotonic() - started < 3 * server.config.close_timeout + 1
+                code, _ = await close_of(bystander)
+                assert code == 1001
+        finally:
+            stop.set()
+            await within(flood, 10)
 
     run(main())
 
