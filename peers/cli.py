@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -271,7 +272,9 @@ def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        _event_loop_runner()(main)
+        _event_loop_runner()(_terminable(main))
+    except Terminated:
+        sys.exit(128 + signal.SIGTERM)
     except PeerError as exc:
         _fail(exc)
     except BaseExceptionGroup as group:  # raised through a TaskGroup
@@ -281,6 +284,40 @@ def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
         _fail(_first_leaf(expected))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+class Terminated(Exception):
+    """SIGTERM ended the command (after a clean shutdown)."""
+
+
+async def _terminable(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main``; SIGTERM cancels it like Ctrl-C does, so that connections
+    close cleanly: the signaling server then frees an answer peer's ID at once
+    instead of holding it for a reconnect (a service manager restarting
+    `rtc-peer answer` would otherwise get 409 for the grace period)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError):  # no signal support (Windows)
+        await main
+        return
+    try:
+        await main
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
