@@ -453,7 +453,7 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
     """The --video/--audio sources (parsed now: a bad SOURCE is a usage error)."""
     if opts["video"] is None and opts["audio"] is None:
         for name in ("transcode", "stats_interval", "stats_port"):
-            if opts[name]:
+            if opts[name] is not None and opts[name] is not False:  # port 0 counts
                 flag = "--" + name.replace("_interval", "").replace("_", "-")
                 raise click.UsageError(f"{flag} needs --video or --audio")
         return None

@@ -26,6 +26,7 @@ from tests.conftest import run
 from tests.integration.procs import (
     LOOPBACK,
     FilePeer,
+    run_peer,
     server,
     start_file_peer,
     wait_file_registered,
@@ -533,3 +534,18 @@ def test_whep_player_watches_a_camera_peer_and_deletes_the_session(
             run(main(), timeout=60)
         finally:
             stop_camera(cam)
+
+
+def test_media_options_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    """Bad SOURCEs and media-only flags without a source are usage errors (exit 2)."""
+    cases = [
+        (["answer", "--id", "x", "--stats-port", "0"], "--stats-port needs --video or --audio"),
+        (["answer", "--id", "x", "--transcode"], "--transcode needs --video or --audio"),
+        (["answer", "--id", "x", "--video", str(tmp_path / "none.ts")], "no such file"),
+        (["answer", "--id", "x", "--video", "http://127.0.0.1/x"], "unsupported URL"),
+        (["offer", "--target", "x", "--record", "a.mp4", "--count", "2"], "no data workload"),
+    ]
+    for args, message in cases:
+        result = run_peer(*args, timeout=20)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
