@@ -218,7 +218,8 @@ def test_flood_gets_429_then_is_closed_and_others_are_unaffected() -> None:
     it after the grace period: close 1008. A well-behaved peer keeps working."""
 
     async def main() -> None:
-        limit = RateLimit(rate=20, burst=5, grace=1.0)
+        # a low rate: even if the 30 sends spread over a slow second, most are over it
+        limit = RateLimit(rate=5, burst=5, grace=1.0)
         async with (
             running_server(rate_limit=limit) as server,
             client(server.url, "/register") as quiet,
@@ -234,7 +235,7 @@ def test_flood_gets_429_then_is_closed_and_others_are_unaffected() -> None:
                 assert envelope.command == Command.OFFER_RESPONSE
                 codes.append(envelope.response.code)
             assert codes[:5] == [NOT_FOUND] * 5  # the burst is routed (unknown target)
-            assert codes.count(TOO_MANY_REQUESTS) >= 20
+            assert codes.count(TOO_MANY_REQUESTS) >= 15, codes
             # keep flooding (and reading): closed once the grace period is over
             started = time.monotonic()
             with pytest.raises(ConnectionClosed):
@@ -261,7 +262,7 @@ def test_after_a_burst_over_the_limit_the_connection_is_served_again() -> None:
     back under the limit gets normal replies on the same connection."""
 
     async def main() -> None:
-        limit = RateLimit(rate=50, burst=3, grace=5.0, pause=0.1)
+        limit = RateLimit(rate=5, burst=3, grace=5.0, pause=0.1)
         async with (
             running_server(rate_limit=limit) as server,
             client(server.url, "/register") as alice,
@@ -272,8 +273,8 @@ def test_after_a_burst_over_the_limit_the_connection_is_served_again() -> None:
             for _ in range(10):
                 await bob.send(frame)
             codes = [decode(await recv_frame(bob)).response.code for _ in range(10)]
-            assert codes.count(TOO_MANY_REQUESTS) >= 6, codes
-            await asyncio.sleep(0.3)  # back under the limit: the bucket refills
+            assert codes.count(TOO_MANY_REQUESTS) >= 4, codes
+            await asyncio.sleep(0.6)  # back under the limit: the bucket refills
             while True:  # drain what was forwarded to alice
                 try:
                     await asyncio.wait_for(alice.recv(), 0.1)
