@@ -26,6 +26,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from peers.channel import Channel
 from peers.errors import ConnectTimeout, HandshakeRefused, PeerError, Refused, SignalingError
+from peers.fixes import apply as apply_fixes
 from peers.ice import IceSettings, restrict_host_addresses, selected_pair
 from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
@@ -41,6 +42,7 @@ from proto import (
 
 log = logging.getLogger(__name__)
 apply_tuning()  # aiortc/aioice speed-ups: peers/tuning.py (RTC_PEER_NO_TUNING=1: off)
+apply_fixes()  # aiortc bug workarounds: peers/fixes.py
 
 DATA_CHANNEL_LABEL = "data"
 
