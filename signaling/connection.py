@@ -364,11 +364,17 @@ class FastPathConnection(ServerConnection):
             self.reading_paused = True
             self.transport.pause_reading()
 
+    # Reading is paused for any of three reasons, each with its flag: the
+    # backlog is full (``reading_paused``, :meth:`hold`), the rate limit
+    # (``throttled``, :meth:`throttle`) and the peer not reading what we write
+    # (``paused``, websockets' flag set by :meth:`pause_writing`). Reading
+    # resumes when the last of them is lifted.
+
     def resume_reading(self) -> None:
-        """Read again if :meth:`hold` paused reading (and :meth:`throttle` does not)."""
+        """Read again if :meth:`hold` paused reading (and nothing else holds it)."""
         if self.reading_paused:
             self.reading_paused = False
-            if not self.throttled:
+            if not self.throttled and not self.paused:
                 self.transport.resume_reading()
 
     def throttle(self, seconds: float) -> None:
@@ -383,7 +389,7 @@ class FastPathConnection(ServerConnection):
 
     def _unthrottle(self) -> None:
         self.throttled = False
-        if not self.reading_paused and not self.transport.is_closing():
+        if not self.reading_paused and not self.paused and not self.transport.is_closing():
             self.transport.resume_reading()
 
     # -- outgoing ------------------------------------------------------------
@@ -473,8 +479,17 @@ class FastPathConnection(ServerConnection):
 
     # -- flow control ------------------------------------------------------------
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        # The peer does not read what we write: stop reading it as well, or a
+        # client that sends without reading (a ping flood: websockets answers
+        # every ping with a pong) grows our write buffer without bound.
+        self.transport.pause_reading()
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        if not self.reading_paused and not self.throttled and not self.transport.is_closing():
+            self.transport.resume_reading()
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=False)
 

@@ -383,6 +383,47 @@ def test_shutdown_is_bounded_with_a_client_that_neither_reads_nor_closes() -> No
     run(main())
 
 
+def test_a_ping_flood_from_a_client_that_never_reads_is_held_back_by_tcp() -> None:
+    """websockets answers every ping with a pong; a client that floods pings
+    and never reads must not grow the server's write buffer without bound:
+    the server stops reading it once its pongs back up. Others are served."""
+
+    async def main() -> None:
+        async with running_server() as server, client(server.url, "/register") as alice:
+            await register(alice, "alice")
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(
+                b"GET /offer HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert b" 101 " in await within(reader.readuntil(b"\r\n\r\n"))
+            mask = b"\x01\x02\x03\x04"
+            ping = (
+                bytes([0x89, 0x80 | 125]) + mask + bytes(ord("x") ^ mask[i % 4] for i in range(125))
+            )
+            chunk, sent, blocked = ping * 1000, 0, False
+            try:
+                while sent < 64 * 2**20 and not blocked:  # (at most 64 MiB of pings)
+                    writer.write(chunk)
+                    sent += len(chunk)
+                    try:
+                        await asyncio.wait_for(writer.drain(), 1.0)
+                    except TimeoutError:
+                        blocked = True  # the server stopped reading us
+                buffered = max(
+                    ws.transport.get_write_buffer_size() for ws in server._server.all_connections
+                )
+                assert blocked, f"the server read {sent} bytes of pings without pause"
+                assert buffered < 2**20, f"{buffered} bytes of pongs buffered"
+                async with client(server.url, "/offer") as bob:
+                    await relay_offer(bob, alice, "bob", "alice")
+            finally:
+                writer.transport.abort()
+
+    run(main())
+
+
 # -- idle timeout ----------------------------------------------------------------------------------
 
 
