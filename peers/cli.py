@@ -462,7 +462,8 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
         audio = parse_source(opts["audio"], "audio") if opts["audio"] else None
     except PeerError as exc:
         raise click.UsageError(str(exc)) from None
-    return MediaServer(video, audio, opts["transcode"])
+    # from the reader thread: a line on stderr for each reconnect step
+    return MediaServer(video, audio, opts["transcode"], lambda line: _status(f"rtc-peer: {line}"))
 
 
 @main.command()

@@ -63,6 +63,7 @@ class MediaServer:
         video: SourceSpec | None,
         audio: SourceSpec | None,
         transcode: bool = False,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.specs: dict[Kind, SourceSpec] = {}
         if video is not None:
@@ -70,6 +71,7 @@ class MediaServer:
         if audio is not None:
             self.specs["audio"] = audio
         self.transcode = transcode
+        self.on_status = on_status
         self.inputs: list[MediaInput] = []
         self.relays: dict[Kind, Relay] = {}
         self.viewers: dict[str, Viewer] = {}
@@ -86,7 +88,9 @@ class MediaServer:
             by_text.setdefault(spec.text, []).append(kind)
         try:
             for kinds in by_text.values():
-                media = MediaInput(self.specs[kinds[0]], tuple(kinds), self.transcode)
+                media = MediaInput(
+                    self.specs[kinds[0]], tuple(kinds), self.transcode, self.on_status
+                )
                 self.inputs.append(media)
                 for kind in kinds:
                     self.relays[kind] = Relay(media, kind, self._starter(media))
@@ -261,7 +265,11 @@ class MediaServer:
         return {
             **self.stats.snapshot(),
             "sources": [
-                {"source": self.specs[kind].text, **relay.state.describe()}
+                {
+                    "source": self.specs[kind].text,
+                    **relay.state.describe(),
+                    "reconnects": relay.media.reconnects,
+                }
                 for kind, relay in self.relays.items()
             ],
             "process": process_stats(),

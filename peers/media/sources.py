@@ -17,12 +17,15 @@ How each stream is sent (:class:`Mode`):
   cheap). Each viewer then costs an encoder (the benchmark's baseline).
 
 Files and ``testsrc`` are paced in real time and files loop (a file stands
-for a camera); live sources (RTSP, devices) are read as they arrive and end
-the peer with an error when they stop.
+for a camera); live sources (RTSP, devices) are read as they arrive, and
+reopened with backoff when they are lost (viewers keep their connection; the
+video goes on at the next keyframe, timestamps continuing). A source that
+cannot be opened at start-up is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import fractions
 import logging
@@ -36,7 +39,7 @@ from typing import Any, Literal
 
 import av
 
-from peers.media.h264 import H264Normalizer, MediaError, vp8_keyframe
+from peers.media.h264 import BFramesError, H264Normalizer, MediaError, vp8_keyframe
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ PASSTHROUGH_CODECS = {"h264": "video/H264", "vp8": "video/VP8", "opus": "audio/o
 NETWORK_TIMEOUT = 10.0
 #: packets read ahead to check a passthrough H.264 stream before serving it
 PROBE_PACKETS = 90
+#: a lost live source is reopened after this many seconds, doubling up to the max
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
 
 _TESTSRC = re.compile(r"^testsrc(?::(\d+)x(\d+)(?:@(\d+))?)?$")
 _DEVICE = re.compile(r"^(v4l2|alsa|pulse):(.+)$")
@@ -136,7 +142,7 @@ class StreamState:
     resampler: Any = None  # av.AudioResampler for audio frames
     items: int = 0
     keyframes: int = 0
-    last_pts: float = 0.0
+    last_pts: float = 0.0  #: seconds (output timeline) of the last item
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -155,26 +161,52 @@ class StreamState:
 class MediaInput:
     """One opened source and its reader thread (started by the first viewer)."""
 
-    def __init__(self, spec: SourceSpec, kinds: tuple[Kind, ...], transcode: bool) -> None:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        kinds: tuple[Kind, ...],
+        transcode: bool,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
         self.spec = spec
+        self.kinds = kinds
         self.transcode = transcode
+        self.on_status = on_status
+        self.reconnects = 0
         self._keyframe_wanted = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._probed: list[av.Packet[Any]] = []
+        #: end of what was published so far (seconds on the output timeline)
+        self._timeline_end = 0.0
+        self.streams: dict[Kind, StreamState] = {}
+        self._open()
+
+    def _open(self) -> None:
+        """Open the container and pick its streams (again, after a loss)."""
         try:
             self.container = av.open(
-                spec.url,
-                format=spec.format,
-                options=spec.options,
-                timeout=NETWORK_TIMEOUT if spec.live else None,
+                self.spec.url,
+                format=self.spec.format,
+                options=self.spec.options,
+                timeout=NETWORK_TIMEOUT if self.spec.live else None,
             )
         except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"cannot open {spec.text}: {exc}") from None
-        self.streams: dict[Kind, StreamState] = {}
+            raise MediaError(f"cannot open {self.spec.text}: {exc}") from None
         try:
-            for kind in kinds:
-                self.streams[kind] = self._choose(kind)
+            for kind in self.kinds:
+                state = self._choose(kind)
+                previous = self.streams.get(kind)
+                if previous is None:
+                    self.streams[kind] = state
+                elif (previous.mode, previous.mime) != (state.mode, state.mime):
+                    raise MediaError(
+                        f"{self.spec.text}: the {kind} stream is now {state.codec_name}, "
+                        f"not {previous.codec_name}"
+                    )
+                else:  # keep the counters, the encoder and the resampler
+                    previous.stream, previous.normalizer = state.stream, state.normalizer
+            self._probed = []
             self._probe()
         except BaseException:
             self.container.close()
@@ -262,30 +294,72 @@ class MediaInput:
         self.container.close()
 
     def _run(self, publish: Publish, ended: Ended) -> None:
-        error: BaseException | None = None
-        try:
-            self._read(publish)
-        except MediaError as exc:
-            error = exc
-        except (av.FFmpegError, OSError) as exc:
-            error = MediaError(f"{self.spec.text}: {exc}")
-        except Exception as exc:
-            log.exception("%s: reader failed", self.spec.text)
-            error = MediaError(f"{self.spec.text}: reader failed: {exc!r}")
-        if not self._stop.is_set():
-            ended(error or MediaError(f"{self.spec.text}: the source ended"))
+        delay = RETRY_FIRST
+        resume_at: float | None = None
+        while True:
+            published = sum(s.items for s in self.streams.values())
+            error: BaseException | None = None
+            try:
+                self._read(publish, resume_at)
+            except MediaError as exc:
+                error = exc
+            except (av.FFmpegError, OSError) as exc:
+                error = MediaError(f"{self.spec.text}: {exc}")
+            except Exception as exc:
+                log.exception("%s: reader failed", self.spec.text)
+                error = MediaError(f"{self.spec.text}: reader failed: {exc!r}")
+            if self._stop.is_set():
+                return
+            error = error or MediaError(f"{self.spec.text}: the source ended")
+            if not self.spec.live or isinstance(error, BFramesError):
+                ended(error)
+                return
+            if sum(s.items for s in self.streams.values()) > published:
+                delay = RETRY_FIRST  # it worked for a while: start the backoff again
+            if not self._reconnect(error, delay):
+                return
+            delay = min(delay * 2, RETRY_MAX)
+            resume_at = self._timeline_end
+
+    def _reconnect(self, error: BaseException, delay: float) -> bool:
+        """Reopen a lost live source, with backoff, until it works or we stop."""
+        reason = str(error)
+        while True:
+            self._status(f"{reason}; reconnecting in {delay:.1f} s")
+            if self._stop.wait(delay):
+                return False
+            with contextlib.suppress(av.FFmpegError, OSError):
+                self.container.close()
+            try:
+                self._open()
+            except MediaError as exc:
+                reason = str(exc)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            self.reconnects += 1
+            self._status(f"{self.spec.text}: reconnected")
+            return True
+
+    def _status(self, line: str) -> None:
+        log.warning("%s", line)
+        if self.on_status is not None:
+            self.on_status(line)
 
     def _packets(self) -> Iterator[av.Packet[Any]]:
         yield from self._probed
         self._probed = []
         yield from self.container.demux(*(s.stream for s in self.streams.values()))
 
-    def _read(self, publish: Publish) -> None:
+    def _read(self, publish: Publish, resume_at: float | None = None) -> None:
+        """Publish what the container holds (a file again and again); after a
+        reconnect (``resume_at``: where the timeline had got to), timestamps go
+        on from there and video restarts at a keyframe."""
         by_index = {s.stream.index: s for s in self.streams.values()}
         pace = not self.spec.live
         start_wall: float | None = None
         start_media = 0.0
         offset = 0.0  # seconds added to timestamps on each loop of a file
+        need_keyframe = resume_at is not None and "video" in self.streams
         while not self._stop.is_set():
             loop_end = offset
             for packet in self._packets():
@@ -294,7 +368,15 @@ class MediaInput:
                 state = by_index.get(packet.stream_index)
                 if state is None or (packet.size == 0 and state.mode is Mode.PASSTHROUGH):
                     continue
+                if resume_at is not None and packet.pts is not None:
+                    # the new session's clock starts anywhere: continue ours
+                    offset = resume_at - float(packet.pts * packet.time_base)
+                    resume_at = None
                 for item, seconds in self._items(state, packet, offset):
+                    if need_keyframe:
+                        if state.kind != "video" or not item.keyframe:
+                            continue
+                        need_keyframe = False
                     if pace:
                         if start_wall is None:
                             start_wall, start_media = time.monotonic(), seconds
@@ -304,6 +386,7 @@ class MediaInput:
                     state.items += 1
                     state.keyframes += item.keyframe
                     loop_end = max(loop_end, seconds + self._frame_seconds(state))
+                    self._timeline_end = max(self._timeline_end, loop_end)
                     publish(state.kind, item)
             if self.spec.live:
                 return  # the source ended: _run reports it
@@ -328,11 +411,11 @@ class MediaInput:
         time_base: Any = packet.time_base or state.stream.time_base
         if state.mode is Mode.PASSTHROUGH:
             pts = packet.pts if packet.pts is not None else packet.dts
-            if pts is None:  # raw elementary streams: number the frames
-                seconds = state.items * self._frame_seconds(state)
+            if pts is None:  # raw elementary streams (or RTSP's first packet): go on
+                seconds = state.last_pts + self._frame_seconds(state) if state.items else 0.0
             else:
-                seconds = float(pts * time_base)
-            seconds += offset
+                seconds = float(pts * time_base) + offset
+            state.last_pts = seconds
             data = bytes(packet)
             if state.normalizer is not None:
                 unit = state.normalizer.process(data)

@@ -42,9 +42,11 @@ def _packetize(unit: bytes) -> list[bytes]:
 
 
 class RtspServer:
-    """``with RtspServer(clip) as url:`` serves ``rtsp://127.0.0.1:PORT/cam``."""
+    """``with RtspServer(clip) as url:`` serves ``rtsp://127.0.0.1:PORT/cam``
+    (``port``: a given one, to stand for a camera that comes back)."""
 
-    def __init__(self, clip: Path, fps: int = 30) -> None:
+    def __init__(self, clip: Path, fps: int = 30, port: int = 0) -> None:
+        self.port = port
         with av.open(str(clip)) as container:
             stream = container.streams.video[0]
             units = [bytes(p) for p in container.demux(stream) if p.size]
@@ -77,7 +79,7 @@ class RtspServer:
         self._thread.join(10)
 
     async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 

@@ -374,25 +374,51 @@ def test_rtsp_source_is_passed_through_to_a_recording_viewer(
     assert frames >= 30 and (width, height) == (640, 360)
 
 
-def test_rtsp_source_that_stops_ends_the_camera_with_an_error(
+def test_camera_reconnects_to_an_rtsp_source_that_comes_back(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
-    """When the RTSP server goes away, the camera peer exits 1 and says why."""
+    """When the RTSP server goes away the camera peer keeps its viewers and
+    says it is reconnecting; when the server is back, the video goes on (the
+    viewer's recording spans the outage and decodes; a new viewer records)."""
     with server() as url:
-        rtsp_server = RtspServer(clips["ts"])
-        rtsp = rtsp_server.__enter__()
+        first = RtspServer(clips["ts"])
+        rtsp = first.__enter__()
+        port = int(rtsp.rsplit(":", 1)[1].split("/")[0])
         cam = camera(tmp_path, url, "--video", rtsp)
-        rec = viewer(tmp_path, url, "v", "--duration", "30")
+        second: RtspServer | None = None
         try:
+            across = viewer(
+                tmp_path,
+                url,
+                "across",
+                "--record",
+                str(tmp_path / "across.mkv"),
+                "--duration",
+                "14",
+            )
             streaming(cam, 1)
-            rtsp_server.stop()
-            code = cam.wait(30)
+            first.stop()
+            wait_until(lambda: "reconnecting in" in cam.stderr(), "the camera to notice", 20)
+            second = RtspServer(clips["ts"], port=port)
+            second.__enter__()
+            wait_until(lambda: "reconnected" in cam.stderr(), "the camera to reconnect", 30)
+            after = viewer(
+                tmp_path, url, "after", "--record", str(tmp_path / "after.mp4"), "--duration", "3"
+            )
+            finish(after)
+            finish(across, timeout=40)
+            snapshot = stats(cam)
+            assert cam.proc.poll() is None, cam.stderr()
         finally:
             stop_camera(cam)
-            rec.proc.terminate()
-            rec.wait(10)
-    assert code == 1, cam.stderr()
-    assert rtsp in cam.stderr()
+            if second is not None:
+                second.stop()
+    assert snapshot["sources"][0]["reconnects"] >= 1
+    assert decoded_frames(tmp_path / "after.mp4")[0] >= 30
+    frames, width, _ = decoded_frames(tmp_path / "across.mkv")
+    assert frames >= 60 and width == 640
+    match = re.search(r"received (\d+) video frames", (tmp_path / "across.err").read_text())
+    assert match and int(match.group(1)) == frames
 
 
 async def _media_only_call(
