@@ -4,6 +4,8 @@ router holding a dropped answer peer's ID for it (no network, no clock)."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -161,3 +163,27 @@ def test_same_key_takes_over_a_connection_the_server_has_not_seen_drop() -> None
     assert router.answer_peers() == [PEER]
     held = router.disconnect(3)
     assert held is not None and held.peer_id == PEER
+
+
+# -- command-line validation -------------------------------------------------------
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=30)
+
+
+def test_rtc_peer_refuses_a_first_delay_above_the_max_delay() -> None:
+    """--reconnect-delay above --reconnect-max-delay: usage error (exit 2), before connecting."""
+    done = _cli(
+        "peers.cli", "answer", "--id", "x", "--signal", "ws://127.0.0.1:9",
+        "--reconnect-delay", "5", "--reconnect-max-delay", "1",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--reconnect-delay" in done.stderr
+
+
+def test_rtc_signal_refuses_a_negative_resume_grace() -> None:
+    """--resume-grace must be >= 0 (0 turns holding off)."""
+    done = _cli("signaling.cli", "serve", "--port", "0", "--resume-grace", "-1")
+    assert done.returncode == 2, done.stderr
+    assert "--resume-grace" in done.stderr
