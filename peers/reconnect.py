@@ -36,6 +36,10 @@ class ReconnectPolicy:
     #: the cap never exceeds this (seconds)
     max_delay: float = 30.0
     factor: float = 2.0
+    #: full jitter (a uniform delay in [0, cap]); False waits exactly the cap,
+    #: which makes every peer of a restarted server come back at once (the
+    #: baseline of ``benchmarks/reconnect.py``)
+    jitter: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.base_delay <= self.max_delay:
@@ -64,7 +68,7 @@ class Backoff:
         """The delay before the next attempt (full jitter), and count it."""
         cap = self.policy.cap(self.attempt)
         self.attempt += 1
-        return self._rng.uniform(0.0, cap)
+        return self._rng.uniform(0.0, cap) if self.policy.jitter else cap
 
     def reset(self) -> None:
         self.attempt = 0

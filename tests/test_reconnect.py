@@ -41,6 +41,12 @@ def test_backoff_delays_are_full_jitter_within_their_cap() -> None:
         assert min(delays) < cap / 4 and max(delays) > 3 * cap / 4
 
 
+def test_backoff_without_jitter_waits_exactly_the_cap() -> None:
+    """jitter=False (the benchmark's baseline): the delays are the caps themselves."""
+    backoff = Backoff(ReconnectPolicy(base_delay=0.5, max_delay=2.0, jitter=False))
+    assert [backoff.next_delay() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+
+
 def test_backoff_reset_starts_the_schedule_again() -> None:
     """After a successful reconnect the next outage starts from the base delay."""
     backoff = Backoff(ReconnectPolicy(base_delay=0.25, max_delay=10.0), random.Random(2))
