@@ -102,6 +102,10 @@ class Recorder:
         self._waiting_keyframe = True
 
     def expect(self, video: bool, audio: bool) -> None:
+        if not video and self.path.suffix.lower() in (".mp4", ".mov", ".m4a"):
+            raise MediaError(
+                f"{self.path}: the peer sends audio only, and MP4 takes no Opus: use .mkv"
+            )
         self._expect_audio = audio
         if not video:
             self._waiting_keyframe = False
@@ -121,7 +125,7 @@ class Recorder:
             stream.time_base = fractions.Fraction(1, first_video.clock_rate)
             self.streams["video"] = stream
         if self._expect_audio:
-            if self.container.format.name.startswith("mov"):
+            if self.container.format.name in ("mp4", "mov", "ipod", "3gp"):
                 # PyAV's codec-less streams cannot carry the channel count and
                 # OpusHead that the MP4 muxer wants
                 log.warning("%s: MP4 recordings hold the video only; use .mkv for audio", self.path)
@@ -129,6 +133,10 @@ class Recorder:
                 stream = self.container.add_mux_stream("opus", rate=48000)
                 stream.time_base = fractions.Fraction(1, 48000)
                 self.streams["audio"] = stream
+        if not self.streams:
+            self.container.close()
+            self.container = None
+            raise MediaError(f"{self.path}: nothing to record (MP4 takes no Opus: use .mkv)")
 
     def write(self, kind: str, frame: EncodedFrame) -> None:
         if self.container is None:
@@ -180,8 +188,11 @@ class Recorder:
 
     def close(self) -> None:
         if self.container is not None:
-            self.container.close()
-            self.container = None
+            container, self.container = self.container, None
+            try:
+                container.close()  # writes the trailer (MP4: the index)
+            except av.FFmpegError as exc:
+                raise MediaError(f"could not finish {self.path}: {exc}") from None
 
 
 async def pump(track: Any, kind: str, sink: Recorder | None, counts: dict[str, int]) -> None:

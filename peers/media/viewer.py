@@ -118,7 +118,7 @@ async def watch(
                 for kind, t in transceivers.items()
                 if t.currentDirection in ("recvonly", "sendrecv") and kind in tracks
             }
-            if not active:
+            if not active and (record is not None or duration is not None):
                 raise MediaError(f"{target!r} sends no audio or video (is it run with --video?)")
             if recorder is not None:
                 recorder.expect(video="video" in active, audio="audio" in active)

@@ -575,3 +575,62 @@ def test_media_options_are_checked_before_anything_starts(tmp_path: Path) -> Non
         result = run_peer(*args, timeout=20)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_control_commands_work_with_an_answer_peer_without_media(tmp_path: Path) -> None:
+    """`offer --control ping` against a plain `rtc-peer answer` (no --video):
+    ping and stats are answered, pause says there is no video."""
+    with server() as url:
+        plain = start_file_peer(
+            "answer",
+            "--id",
+            "plain",
+            "--signal",
+            url,
+            *LOOPBACK,
+            stdin=subprocess.DEVNULL,
+            directory=tmp_path,
+            name="plain",
+        )
+        wait_file_registered(plain)
+        try:
+            ctl = viewer(
+                tmp_path,
+                url,
+                "ctl",
+                "--control",
+                "ping",
+                "--control",
+                "stats",
+                "--control",
+                "pause",
+                target="plain",
+            )
+            finish(ctl)
+        finally:
+            stop_camera(plain)
+    ping, stat, pause = [json.loads(line) for line in ctl.stdout().decode().splitlines()]
+    assert ping["ok"] and stat["ok"] and stat["result"]["total"]["viewers"] == 0
+    assert not pause["ok"] and "receives no video" in pause["error"]
+
+
+def test_audio_only_camera_records_to_mkv_and_refuses_mp4(tmp_path: Path) -> None:
+    """--audio testsrc alone: an MKV recording holds the Opus audio; asking
+    for MP4 (which cannot take Opus here) is a clear error, exit 1."""
+    with server() as url:
+        cam = camera(tmp_path, url, "--audio", "testsrc")
+        try:
+            mkv = viewer(
+                tmp_path, url, "mkv", "--record", str(tmp_path / "a.mkv"), "--duration", "3"
+            )
+            finish(mkv)
+            mp4 = viewer(
+                tmp_path, url, "mp4", "--record", str(tmp_path / "a.mp4"), "--duration", "3"
+            )
+            code = mp4.wait(30)
+        finally:
+            stop_camera(cam)
+    assert code == 1 and "use .mkv" in mp4.stderr(), mp4.stderr()
+    with av.open(str(tmp_path / "a.mkv")) as container:
+        assert [s.type for s in container.streams] == ["audio"]
+        assert sum(1 for _ in container.decode(audio=0)) >= 50
