@@ -19,7 +19,7 @@ from tests.conftest import (
     subprocess_env,
 )
 from tests.helpers_tls import self_signed_cert
-from tests.integration.procs import FAST, LOOPBACK, run_peer, server, start_peer, wait
+from tests.integration.procs import FAST, LOOPBACK, PEER, run_peer, server, start_peer, wait
 from tests.integration.procs import wait_registered as wait_answer_registered
 
 SECRET = "cli-secret-0123456789abcdef"
@@ -41,6 +41,32 @@ def mint(peer_id: str, *extra: str) -> str:
     result = rtc_signal("token", "--id", peer_id, *extra, env={"RTC_SIGNAL_SECRET": SECRET})
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def test_help_documents_the_security_options() -> None:
+    """`rtc-signal serve --help`, `rtc-signal token --help` and `rtc-peer offer
+    --help` list the options of the security model and their env variables."""
+    serve = rtc_signal("serve", "--help")
+    assert serve.returncode == 0, serve.stderr
+    for option in (
+        "--secret",
+        "RTC_SIGNAL_SECRET",
+        "--allow-origin",
+        "--max-connections",
+        "--rate-limit",
+        "--rate-burst",
+        "--idle-timeout",
+        "--certfile",
+        "--keyfile",
+    ):
+        assert option in serve.stdout, option
+    token = rtc_signal("token", "--help")
+    assert token.returncode == 0 and "--id" in token.stdout and "--ttl" in token.stdout
+    peer = subprocess.run(
+        [*PEER, "offer", "--help"], capture_output=True, text=True, timeout=30, env=subprocess_env()
+    )
+    for option in ("--token", "RTC_PEER_TOKEN", "--cafile"):
+        assert option in peer.stdout, option
 
 
 def test_token_command_prints_a_token_for_the_id_valid_for_the_ttl() -> None:
