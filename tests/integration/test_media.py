@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,37 @@ def streaming(peer: FilePeer, viewers: int) -> dict[str, Any]:
     return snapshot
 
 
+def recorded_by_viewers(
+    tmp_path: Path,
+    url: str,
+    cam: FilePeer,
+    count: int,
+    suffix: str,
+    duration: str,
+    extra: Callable[[int], list[str]] = lambda i: [],
+) -> tuple[dict[str, Any], list[FilePeer]]:
+    """``count`` viewers v0, v1, ... each record ``v<i><suffix>`` for
+    ``duration`` s; returns the camera's stats while all of them stream, and
+    the viewers (once they all finished with exit 0)."""
+    viewers = [
+        viewer(
+            tmp_path,
+            url,
+            f"v{i}",
+            "--record",
+            str(tmp_path / f"v{i}{suffix}"),
+            "--duration",
+            duration,
+            *extra(i),
+        )
+        for i in range(count)
+    ]
+    snapshot = streaming(cam, count)
+    for v in viewers:
+        finish(v)
+    return snapshot, viewers
+
+
 def test_three_viewers_record_one_passed_through_ts_clip(
     tmp_path: Path, clips: dict[str, Path]
 ) -> None:
@@ -136,21 +168,7 @@ def test_three_viewers_record_one_passed_through_ts_clip(
     with server() as url:
         cam = camera(tmp_path, url, "--video", str(clips["ts"]))
         try:
-            viewers = [
-                viewer(
-                    tmp_path,
-                    url,
-                    f"v{i}",
-                    "--record",
-                    str(tmp_path / f"v{i}.mp4"),
-                    "--duration",
-                    "5",
-                )
-                for i in range(3)
-            ]
-            snapshot = streaming(cam, 3)
-            for v in viewers:
-                finish(v)
+            snapshot, _ = recorded_by_viewers(tmp_path, url, cam, 3, ".mp4", "5")
         finally:
             stop_camera(cam)
     assert snapshot["process"]["video_encoders_open"] == 0, snapshot
@@ -231,21 +249,7 @@ def test_transcode_opens_one_encoder_per_viewer(tmp_path: Path, clips: dict[str,
     with server() as url:
         cam = camera(tmp_path, url, "--video", str(clips["ts"]), "--transcode")
         try:
-            viewers = [
-                viewer(
-                    tmp_path,
-                    url,
-                    f"v{i}",
-                    "--record",
-                    str(tmp_path / f"v{i}.mkv"),
-                    "--duration",
-                    "5",
-                )
-                for i in range(2)
-            ]
-            snapshot = streaming(cam, 2)
-            for v in viewers:
-                finish(v)
+            snapshot, _ = recorded_by_viewers(tmp_path, url, cam, 2, ".mkv", "5")
         finally:
             stop_camera(cam)
     assert snapshot["process"]["video_encoders_open"] == 2, snapshot
@@ -260,22 +264,15 @@ def test_testsrc_is_encoded_once_for_all_viewers(tmp_path: Path) -> None:
     with server() as url:
         cam = camera(tmp_path, url, "--video", "testsrc:320x240@30")
         try:
-            viewers = [
-                viewer(
-                    tmp_path,
-                    url,
-                    f"v{i}",
-                    "--record",
-                    str(tmp_path / f"v{i}.mp4"),
-                    "--duration",
-                    "4",
-                    *(["--control", "keyframe"] if i == 0 else []),
-                )
-                for i in range(2)
-            ]
-            snapshot = streaming(cam, 2)
-            for v in viewers:
-                finish(v)
+            snapshot, viewers = recorded_by_viewers(
+                tmp_path,
+                url,
+                cam,
+                2,
+                ".mp4",
+                "4",
+                extra=lambda i: ["--control", "keyframe"] if i == 0 else [],
+            )
         finally:
             stop_camera(cam)
     assert snapshot["process"]["video_encoders_open"] == 1, snapshot
