@@ -284,6 +284,20 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+async def settle_rss(pid: int, timeout: float, step: float = 0.25, still_kib: int = 64) -> int:
+    """Wait until ``pid``'s RSS moves less than ``still_kib`` in ``step`` s
+    (or ``timeout``); return it in KiB."""
+    deadline = time.monotonic() + timeout
+    last = rss_kib(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(step)
+        now = rss_kib(pid)
+        if abs(now - last) < still_kib:
+            return now
+        last = now
+    return last
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (from /proc/PID/stat)."""
     with open(f"/proc/{pid}/stat") as f:

@@ -57,6 +57,7 @@ from _common import (
     rtc_signal_argv,
     run_worker,
     set_deadline,
+    settle_rss,
     table,
 )
 
@@ -103,19 +104,6 @@ class Caller(LeanWs):
             self.sent_at = None
 
 
-async def settle(pid: int, timeout: float) -> int:
-    """Wait until the RSS stops moving (or ``timeout``); return it in KiB."""
-    deadline = time.monotonic() + timeout
-    last = rss_kib(pid)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-        now = rss_kib(pid)
-        if abs(now - last) < 128:
-            return now
-        last = now
-    return last
-
-
 async def register(port: int, peer_id: str) -> Peer:
     ws = await connect(lambda: Peer(HOST, port, "/register"), HOST, port, timeout=30)
     reply = await ws.request(client_frame(rtc_request(1, peer_id, "", None)), timeout=30)
@@ -136,11 +124,11 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     for ws in warm:
         ws.close()
     await asyncio.sleep(0.5)
-    before = await settle(pid, 3.0)
+    before = await settle_rss(pid, 3.0, step=0.5, still_kib=128)
     t0 = time.perf_counter()
     peers = await asyncio.wait_for(asyncio.gather(*(one(f"peer-{i}") for i in range(n))), 180)
     connect_s = time.perf_counter() - t0
-    after = await settle(pid, 5.0)
+    after = await settle_rss(pid, 5.0, step=0.5, still_kib=128)
 
     body = golden_offer_body()
     callers: list[Caller] = []

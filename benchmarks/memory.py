@@ -35,11 +35,11 @@ from _common import (
     connect,
     machine,
     raise_fd_limit,
-    rss_kib,
     rtc_request,
     rtc_response,
     run_worker,
     set_deadline,
+    settle_rss,
     table,
 )
 
@@ -62,19 +62,6 @@ async def register(kind: str, port: int, peer_id: str) -> LeanWs:
     return ws
 
 
-async def settle(pid: int, timeout: float) -> int:
-    """Wait until the RSS stops moving (or ``timeout``); return it in KiB."""
-    deadline = time.monotonic() + timeout
-    last = rss_kib(pid)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.25)
-        now = rss_kib(pid)
-        if abs(now - last) < 64:
-            return now
-        last = now
-    return last
-
-
 async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     kind, port, n, pid = cfg["kind"], cfg["port"], cfg["peers"], cfg["server_pid"]
     sem = asyncio.Semaphore(100)  # below the servers' listen backlog
@@ -87,12 +74,12 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     for ws in warm:
         ws.close()
     await asyncio.sleep(0.3)
-    before = await settle(pid, 2.0)
+    before = await settle_rss(pid, 2.0)
     t0 = time.perf_counter()
     peers = await asyncio.wait_for(asyncio.gather(*(one(f"idle-{i}") for i in range(n))), 90)
     connect_s = time.perf_counter() - t0
     await asyncio.sleep(0.5)
-    after = await settle(pid, 3.0)
+    after = await settle_rss(pid, 3.0)
     lost = sum(ws.lost.done() for ws in peers)
     if lost:
         raise RuntimeError(f"{lost} of {n} connections were closed by the server")
