@@ -200,12 +200,19 @@ class Internet:
 
 
 def build_internet(
-    lab: Lab, nats: int = 2, wan_default_route: bool = True, firewall: bool = True
+    lab: Lab,
+    nats: int = 2,
+    wan_default_route: bool = True,
+    firewall: bool = True,
+    symmetric: bool = False,
 ) -> Internet:
     """The topology of the module docstring, with ``nats`` NATed networks.
 
     ``wan_default_route=False`` and ``firewall=False`` rebuild the set-ups
-    that failed (see the module docstring), for experiments.
+    that failed (see the module docstring), for experiments. ``symmetric``
+    maps every new destination to a random port (``--random-fully``): a
+    symmetric NAT for sure, where MASQUERADE alone is symmetric only when an
+    inbound packet happens to come first (a race, so tests cannot rely on it).
     """
     wan, pub = lab.ns("wan"), lab.ns("pub")
     lab.forward(wan)
@@ -224,7 +231,10 @@ def build_internet(
         lab.link(nat, "in", f"100.64.{i}.1/24", priv, "eth0", f"{Internet.priv_addr(i)}/24")
         lab.ip(priv, "route", "add", "default", "via", f"100.64.{i}.1")
         lab.forward(nat)
-        lab.iptables(nat, "-t", "nat", "-A", "POSTROUTING", "-o", "out", "-j", "MASQUERADE")
+        random = ["--random-fully"] if symmetric else []
+        lab.iptables(
+            nat, "-t", "nat", "-A", "POSTROUTING", "-o", "out", "-j", "MASQUERADE", *random
+        )
         if firewall:
             for chain in ("INPUT", "FORWARD"):
                 lab.iptables(

@@ -201,7 +201,7 @@ def test_symmetric_nats_and_a_wan_without_default_route_still_relay(tmp_path: Pa
     coturn configuration (denied-peer-ip) the peers connect through the relay."""
     lab = Lab(tmp_path)
     try:
-        world = make_world(lab, wan_default_route=False, firewall=False)
+        world = make_world(lab, wan_default_route=False, firewall=False, symmetric=True)
         peers = Peers(world)
         try:
             answer, offer, elapsed = timer_call(
