@@ -307,3 +307,17 @@ def test_rtc_peer_no_tuning_switches_everything_off() -> None:
     some = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert (off.returncode, off.stdout.strip()) == (0, "")
     assert (some.returncode, some.stdout.strip()) == (0, "delayed_sack,reassembly")
+
+
+def test_rto_min_is_lowered_while_applied_and_restored_after() -> None:
+    """rto_min: aiortc's RTO floor is 0.22 s (dcsctp's) while tuned, 1 s (RFC 9260) after."""
+    import aiortc.rtcsctptransport as sctp
+
+    assert "rto_min" in tuning.applied()
+    assert sctp.SCTP_RTO_MIN == tuning.RTO_MIN == 0.22
+    tuning.remove()
+    try:
+        assert sctp.SCTP_RTO_MIN == 1
+    finally:
+        tuning.apply(tuning.NAMES)
+    assert sctp.SCTP_RTO_MIN == 0.22
