@@ -217,6 +217,15 @@ async function register(id) {
       adopt(e.detail);
     });
     peer.addEventListener("warning", (e) => log("info", "", e.detail));
+    peer.addEventListener("reconnecting", (e) => {
+      const { attempt, delayMs, code } = e.detail;
+      setSignaling("connecting", `reconnecting (${attempt})`);
+      log("info", "", `signaling lost (${code}); reconnecting in ${(delayMs / 1000).toFixed(1)} s`);
+    });
+    peer.addEventListener("registered", () => {
+      setSignaling("registered", `registered as ${id}`);
+      log("info", "", `registered again as ${id}`);
+    });
     peer.addEventListener("close", (e) => {
       setSignaling("closed", `closed (${e.detail.code})`);
       log("info", "", `signaling closed (${e.detail.code} ${e.detail.reason})`);

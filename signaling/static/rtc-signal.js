@@ -147,10 +147,16 @@ function withTimeout(promise, ms, what) {
 }
 
 /** ``ws://host:port`` + ``/register`` or ``/offer``, with the token if any. */
-export function endpoint(server, path, token = null) {
+export function endpoint(server, path, token = null, resume = null) {
   const url = new URL(path, server.replace(/\/*$/, "/"));
   if (token) url.searchParams.set("token", token);
+  if (resume) url.searchParams.set("resume", resume);
   return url.toString();
+}
+
+/** Reconnect delays: full jitter, exponential up to a bound (like rtc-peer's). */
+export function backoffMs(attempt, baseMs = 500, maxMs = 10000) {
+  return Math.random() * Math.min(maxMs, baseMs * 2 ** attempt);
 }
 
 /** The signaling server's URL for a page it served: same host, ws: or wss:. */
@@ -279,7 +285,10 @@ export class PeerSession extends EventTarget {
       if (line) {
         this.signaling
           .request(Command.CANDIDATE, this.localId, this.remoteId, line)
-          .catch((err) => this._fail(err));
+          .catch((err) => {
+            // once the channel is open the call no longer needs signaling
+            if (!this.channel || this.channel.readyState !== "open") this._fail(err);
+          });
       }
     });
     this.pc.addEventListener("track", (e) => this.dispatchEvent(new CustomEvent("track", { detail: e })));
@@ -430,9 +439,13 @@ export class PeerSession extends EventTarget {
   }
 }
 
+function randomHex(bytes) {
+  const random = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function randomId(prefix) {
-  const bytes = crypto.getRandomValues(new Uint8Array(4));
-  return prefix + "-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return prefix + "-" + randomHex(4);
 }
 
 /**
@@ -491,31 +504,80 @@ export async function call(server, target, options = {}) {
  * closed) and "warning" events.
  */
 export class AnswerPeer extends EventTarget {
+  /**
+   * Register ``id``; rejects if the first registration fails. Afterwards a
+   * lost signaling connection is reconnected with backoff (unless
+   * ``reconnect: false``) and the ID registered again, with a resume key so
+   * that the server keeps the ID for us meanwhile; calls in progress go on
+   * (they are peer to peer). Events: "call", "reconnecting" (detail:
+   * {attempt, delayMs, code}), "registered" (detail: {again}), "close".
+   */
   static async register(server, id, options = {}) {
-    const { token = null, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
-    const signaling = await Signaling.open(endpoint(server, "/register", token), { timeoutMs });
-    const peer = new AnswerPeer(signaling, id, options);
+    // unguessable: while the server holds our ID, only this key gets it back
+    const resume = randomHex(16);
+    const signaling = await AnswerPeer._signIn(server, id, resume, options);
+    return new AnswerPeer(signaling, id, { ...options, server, resume });
+  }
+
+  static async _signIn(server, id, resume, { token = null, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+    const url = endpoint(server, "/register", token, resume);
+    const signaling = await Signaling.open(url, { timeoutMs });
     try {
       await signaling.request(Command.INIT, id, "", null);
     } catch (err) {
       signaling.close();
       throw err;
     }
-    return peer;
+    return signaling;
   }
 
-  constructor(signaling, id, { iceServers = [], localStream = null, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+  constructor(signaling, id, options = {}) {
     super();
-    this.signaling = signaling;
+    const { iceServers = [], localStream = null, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
     this.id = id;
+    this.options = options;
     this.iceServers = iceServers;
     this.localStream = localStream;
     this.timeoutMs = timeoutMs;
+    this.reconnect = options.reconnect !== false && Boolean(options.server);
+    this.closed = false;
+    this.retryTimer = null;
     this.sessions = new Map(); // caller id -> PeerSession
     // candidates that arrive before their caller's offer (bounded)
     this.early = new Map();
+    this._attach(signaling);
+  }
+
+  _attach(signaling) {
+    this.signaling = signaling;
     signaling.addEventListener("request", (e) => this._onRequest(e.detail));
-    signaling.addEventListener("close", (e) => this.dispatchEvent(new CustomEvent("close", { detail: e.detail })));
+    signaling.addEventListener("close", (e) => this._lost(e.detail, 0));
+  }
+
+  _lost(detail, attempt) {
+    if (this.closed || !this.reconnect) {
+      this.dispatchEvent(new CustomEvent("close", { detail }));
+      return;
+    }
+    const delayMs = backoffMs(attempt);
+    this.dispatchEvent(
+      new CustomEvent("reconnecting", { detail: { attempt: attempt + 1, delayMs, code: detail.code } }),
+    );
+    this.retryTimer = setTimeout(async () => {
+      this.retryTimer = null;
+      if (this.closed) return;
+      try {
+        const signaling = await AnswerPeer._signIn(this.options.server, this.id, this.options.resume, this.options);
+        if (this.closed) {
+          signaling.close();
+          return;
+        }
+        this._attach(signaling);
+        this.dispatchEvent(new CustomEvent("registered", { detail: { again: true } }));
+      } catch (err) {
+        this._lost({ code: err.code ?? 1006, reason: err.message }, attempt + 1);
+      }
+    }, delayMs);
   }
 
   async _onRequest({ command, request }) {
@@ -574,6 +636,8 @@ export class AnswerPeer extends EventTarget {
   }
 
   close() {
+    this.closed = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const session of this.sessions.values()) session.close();
     this.signaling.close();
   }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -139,3 +140,58 @@ def test_page_passes_its_token_and_shows_refusals(new_page: Any, start_server: A
     anonymous.wait_for_function("window.rtcSignal.errors.length > 0", timeout=15_000)
     assert "cannot connect" in anonymous.evaluate("window.rtcSignal.errors[0]")
     assert anonymous.locator("#log .error").count() == 1
+
+
+def received_from(page: Any, peer: str) -> list[str]:
+    return [
+        str(text)
+        for text in page.evaluate(
+            "(peer) => window.rtcSignal.log.filter("
+            "e => e.kind === 'recv' && e.peer === peer).map(e => e.text)",
+            peer,
+        )
+    ]
+
+
+def test_page_answer_peer_reconnects_after_a_server_restart(new_page: Any, procs: Any) -> None:
+    """`rtc-signal serve` killed and restarted on its port: the page's call goes
+    on meanwhile (nothing lost, in order), the page registers again, and a new
+    caller reaches it."""
+    first = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0")
+    match = re.search(r"ws://\S+", first.wait_line("listening on", "server start"))
+    assert match is not None
+    url = match.group(0)
+    page = new_page(url.replace("ws://", "http://", 1) + "/?id=rc&interval=0.2")
+    page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
+    procs("peers.cli", "offer", "--target", "rc", "--id", "caller", "--signal", url, *PEER_ARGS)
+    page.wait_for_function(
+        "window.rtcSignal.log.filter(e => e.kind === 'recv' && e.peer === 'caller').length >= 3",
+        timeout=20_000,
+    )
+    first.popen.kill()
+    first.popen.wait(10)
+    page.wait_for_function(
+        "window.rtcSignal.log.some(e => e.text.includes('reconnecting in'))", timeout=10_000
+    )
+    during = len(received_from(page, "caller"))
+    page.wait_for_function(
+        "(n) => window.rtcSignal.log.filter(e => e.kind === 'recv' && e.peer === 'caller')"
+        ".length >= n + 5",
+        arg=during,
+        timeout=10_000,
+    )  # the call goes on without the server
+    second = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1])
+    second.wait_line("listening on", "server restart")
+    page.wait_for_function(
+        "window.rtcSignal.log.some(e => e.text.startsWith('registered again'))", timeout=20_000
+    )
+    assert page.evaluate("window.rtcSignal.signaling") == "registered"
+    newcomer = procs(
+        "peers.cli", "offer", "--target", "rc", "--id", "newcomer", "--signal", url,
+        "--count", "2", *PEER_ARGS,
+    )  # fmt: skip
+    assert newcomer.popen.wait(30) == 0, newcomer.output()
+    got = received_from(page, "caller")
+    assert got == [f"offer-{n}" for n in range(1, len(got) + 1)]
+    assert len(got) >= during + 5
+    assert received_from(page, "newcomer")[:2] == ["offer-1", "offer-2"]
