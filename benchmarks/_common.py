@@ -20,6 +20,7 @@ import base64
 import collections
 import contextlib
 import functools
+import importlib.metadata
 import json
 import os
 import resource
@@ -554,16 +555,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([fmt(headers), sep, *(fmt(r) for r in rows)])
 
 
-def machine() -> str:
+def machine(*packages: str) -> str:
+    """CPU, Python and kernel, and the versions of ``packages`` that are installed."""
     cpu = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    versions = ""
+    for package in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions += f"{package} {importlib.metadata.version(package)}, "
     return (
         f"{os.cpu_count()} CPU(s) ({cpu}), Python {sys.version.split()[0]}, "
-        f"Linux {os.uname().release}"
+        f"{versions}Linux {os.uname().release}"
     )
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import json
 import math
@@ -45,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +135,6 @@ def aiortc_tuning() -> str:
         return "unknown (probe timed out)"
     out = proc.stdout.decode(errors="replace").strip()
     return out if proc.returncode == 0 and out else f"unknown (probe exit {proc.returncode})"
-
-
-def _versions() -> str:
-    found = []
-    for package in ("aiortc", "aioice", "websockets"):
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{package} {version(package)}")
-    return ", ".join(found)
 
 
 # -- the websockets baseline (run as ``--worker CFG``) ---------------------------------
@@ -321,7 +312,7 @@ def bench(args: argparse.Namespace) -> None:
         )
         print(f"Event loop: {event_loop()}; the websockets worker uses the same")
         print(f"aiortc tuning in rtc-peer: {aiortc_tuning()}")
-        print(f"Machine: {machine()}; {_versions()}")
+        print(f"Machine: {machine('aiortc', 'aioice', 'websockets')}")
         print("Load average at start (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         sys.stdout.flush()
 

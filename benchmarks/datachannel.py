@@ -39,7 +39,6 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ REPO = HERE.parent
 
 from _common import children as _children  # noqa: E402
 from _common import logs as _logs  # noqa: E402
-from _common import stop_children  # noqa: E402
+from _common import machine, stop_children  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from peers import Call, Channel, IceSettings, PeerConfig, call  # noqa: E402
@@ -192,20 +191,6 @@ def print_table(
     if note:
         print(f"\n{note}")
     sys.stdout.flush()
-
-
-def machine() -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} CPU(s) ({cpu}), Python {sys.version.split()[0]}, "
-        f"aiortc {version('aiortc')}, websockets {version('websockets')}, "
-        f"Linux {os.uname().release}"
-    )
 
 
 # -- 1. start-up to open channel ---------------------------------------------------
@@ -688,7 +673,7 @@ def start_server() -> tuple[Helper, str]:
 async def amain(args: argparse.Namespace) -> None:
     server, url = start_server()
     print(f"# rtc-signal peer benchmarks ({args.runs} runs each, loopback only)\n")
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine('aiortc', 'websockets')}")
     print("Load average at start (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"Signaling: {' '.join(_console_script('rtc-signal'))} serve on {url}")
     sys.stdout.flush()

@@ -199,13 +199,15 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
         assert ws.transport is not None
         while not stop.is_set() and not ws.lost.done() and time.monotonic() < deadline:
             if not ws.can_write.is_set():
-                waiter = asyncio.ensure_future(ws.can_write.wait())
+                waiters = [
+                    asyncio.ensure_future(ws.can_write.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                ]
                 await asyncio.wait(
-                    [waiter, ws.lost, asyncio.ensure_future(stop.wait())],
-                    timeout=1,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    [*waiters, ws.lost], timeout=1, return_when=asyncio.FIRST_COMPLETED
                 )
-                waiter.cancel()
+                for waiter in waiters:  # none left pending, one per blocked write
+                    waiter.cancel()
                 continue
             ws.write(chunk)
             sent += 64
