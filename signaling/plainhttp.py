@@ -12,7 +12,11 @@ for the endpoint's handler (which websockets calls with the head, through
 
 from __future__ import annotations
 
+import http
 import re
+
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
 #: a Content-Length header line, without its leading CRLF's line break
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,12})[ \t]*(?=\r\n)", re.I)
@@ -81,3 +85,11 @@ class BodySplitter:
         self.received += len(chunk)
         if not self.too_large:
             self.body += chunk
+
+
+def response(status: http.HTTPStatus, headers: Headers, body: bytes) -> Response:
+    """A whole plain HTTP response; the server closes the connection after it
+    (websockets serves one request per connection)."""
+    headers["Content-Length"] = str(len(body))
+    headers["Connection"] = "close"
+    return Response(status.value, status.phrase, headers, body)

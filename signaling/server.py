@@ -45,7 +45,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from signaling import auth
+from signaling import auth, plainhttp
 from signaling.connection import FastPathConnection
 from signaling.limits import ALLOW, REFUSE, RateLimit
 from signaling.pages import Pages
@@ -362,10 +362,7 @@ class SignalingServer:
                 response.headers["Allow"] = "GET"
                 return response
             page = self.pages.respond(path, request.headers.get("If-None-Match"))
-            headers = Headers(page.headers)
-            headers["Content-Length"] = str(len(page.body))
-            headers["Connection"] = "close"
-            return Response(page.status.value, page.status.phrase, headers, page.body)
+            return plainhttp.response(page.status, Headers(page.headers), page.body)
         return connection.respond(
             http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
         )

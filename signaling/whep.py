@@ -26,9 +26,16 @@ from urllib.parse import unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from proto import Command, ProtocolError, SessionDescription, decode, encode_request
+from proto import (
+    Command,
+    ProtocolError,
+    SessionDescription,
+    decode,
+    decode_description,
+    encode_request,
+)
 from proto.bodies import CANDIDATE_PREFIX
-from signaling import auth
+from signaling import auth, plainhttp
 from signaling.connection import BodyTooLarge, FastPathConnection
 from signaling.router import Forward, Path, Router, Send
 
@@ -52,7 +59,6 @@ class WhepSession:
     peer_id: str
     source: str
     conn: int
-    created: float
     answer: asyncio.Future[str] = field(repr=False)
     candidates: list[str] = field(default_factory=list)
     candidate_arrived: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -134,10 +140,8 @@ def respond(
     fields["Access-Control-Expose-Headers"] = "Location, Link"
     if body:
         fields["Content-Type"] = content_type
-    fields["Content-Length"] = str(len(body))
-    fields["Connection"] = "close"
     fields["Cache-Control"] = "no-store"
-    return Response(status.value, status.phrase, fields, body)
+    return plainhttp.response(status, fields, body)
 
 
 def error(status: http.HTTPStatus, why: str, origin: str | None = None) -> Response:
@@ -189,10 +193,9 @@ class WhepGateway:
             return True
         if envelope.command is Command.ANSWER and not session.answer.done():
             try:
-                body = envelope.request.body or b""
-                description = SessionDescription.model_validate_json(body)
+                description = decode_description(envelope.request.body, Command.ANSWER, "answer")
                 session.answer.set_result(description.sdp)
-            except ValueError as exc:
+            except ProtocolError as exc:
                 session.answer.set_exception(ValueError(f"the peer's answer is unreadable: {exc}"))
         elif envelope.command is Command.CANDIDATE and envelope.request.body:
             line = envelope.request.body.decode("utf-8", "replace").strip()
@@ -379,7 +382,7 @@ class WhepGateway:
         resource = secrets.token_urlsafe(16)  # the capability to DELETE/PATCH it
         source = allowed_id or f"whep-{secrets.token_hex(6)}"
         conn = self._new_conn_id()
-        session = WhepSession(resource, peer_id, source, conn, loop.time(), loop.create_future())
+        session = WhepSession(resource, peer_id, source, conn, loop.create_future())
         self.router.connect(conn, Path.OFFER, None, allowed_id)
         self.sessions[resource] = session
         self._by_conn[conn] = session
