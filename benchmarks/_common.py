@@ -394,7 +394,7 @@ RTC_SIGNAL_BENCH_ARGS = ("--rate-limit", "1000000000", "--rate-burst", "10000000
 def rtc_signal_argv(*extra: str) -> list[str]:
     """The command line of ``rtc-signal serve`` on a free loopback port."""
     exe = shutil.which("rtc-signal")
-    argv = [exe] if exe else [sys.executable, "-c", "from signaling.cli import main; main()"]
+    argv = [exe] if exe else [sys.executable, "-m", "rtc_signal.signaling.cli"]
     return [*argv, "serve", "--port", "0", "--log-level", "warning", *extra]
 
 

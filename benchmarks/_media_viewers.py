@@ -18,9 +18,9 @@ from typing import Any
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from peers import IceSettings, PeerConfig, call
-from peers.media.receive import encoded_frames
-from proto.control import CONTROL_LABEL
+from rtc_signal.peers import IceSettings, PeerConfig, call
+from rtc_signal.peers.media.receive import encoded_frames
+from rtc_signal.proto.control import CONTROL_LABEL
 
 
 class Viewer:

@@ -28,7 +28,7 @@ import sys
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError
+from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError
 
 HOST = "127.0.0.1"
 

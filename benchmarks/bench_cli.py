@@ -110,9 +110,9 @@ def event_loop() -> str:
 
 
 _TUNING_PROBE = """
-import peers.session  # applies peers/tuning.py, if present, as rtc-peer does
+import rtc_signal.peers.session  # applies peers/tuning.py, if present, as rtc-peer does
 try:
-    from peers.tuning import applied
+    from rtc_signal.peers.tuning import applied
 except ImportError:
     print("none (no peers/tuning.py)")
 else:
@@ -227,7 +227,7 @@ class Skipped(Exception):
 
 def run_rtc_peer(url: str, seconds: float, size: int, timeout: float) -> dict[str, float]:
     argv = [
-        *_console_script("rtc-peer", "peers.cli"),
+        *_console_script("rtc-peer", "rtc_signal.peers.cli"),
         "bench",
         "--target",
         TARGET,
@@ -288,7 +288,7 @@ def bench(args: argparse.Namespace) -> None:
         answer, answer_log = _spawn_logged(
             "answer",
             [
-                *_console_script("rtc-peer", "peers.cli"),
+                *_console_script("rtc-peer", "rtc_signal.peers.cli"),
                 "answer",
                 "--id",
                 TARGET,

@@ -87,14 +87,14 @@ def main() -> int:
     procs: list[subprocess.Popen[str]] = []
     with harness.namespace(f"rtcbench{__import__('os').getpid()}") as ns:
         try:
-            server = start(ns, "signaling.cli", "serve", "--port", "0")
+            server = start(ns, "rtc_signal.signaling.cli", "serve", "--port", "0")
             procs.append(server)
             url = re.search(r"ws://\S+", wait_line(server.stdout, "listening on"))
             assert url is not None
             ws_url = url.group(0)
             http_url = ws_url.replace("ws://", "http://", 1)
             loopback = ["--signal", ws_url, "--host-address", "127.0.0.1"]
-            answer = start(ns, "peers.cli", "answer", "--id", "cli", *loopback)
+            answer = start(ns, "rtc_signal.peers.cli", "answer", "--id", "cli", *loopback)
             procs.append(answer)
             wait_line(answer.stderr, "registered as")
             with harness.chromium_wrapper(ns) as wrapper, sync_playwright() as playwright:
@@ -113,7 +113,7 @@ def main() -> int:
                         page_setup(browser, f"{http_url}/?target=page&id=q{run}")
                     )
                     offer = start(
-                        ns, "peers.cli", "offer", "--target", "page", "--id", f"o{run}",
+                        ns, "rtc_signal.peers.cli", "offer", "--target", "page", "--id", f"o{run}",
                         "--interval", "0.05", "--count", "1", *loopback,
                     )  # fmt: skip
                     callee.wait_for_function(
@@ -128,8 +128,8 @@ def main() -> int:
                     offer.wait(10)
                     bench = subprocess.run(
                         harness.python_in(
-                            ns, "peers.cli", "bench", "--target", "cli", "--seconds", "0.3",
-                            "--json", *loopback,
+                            ns, "rtc_signal.peers.cli", "bench", "--target", "cli",
+                            "--seconds", "0.3", "--json", *loopback,
                         ),
                         capture_output=True, text=True, timeout=60, cwd=REPO,
                     )  # fmt: skip

@@ -50,7 +50,7 @@ from _common import logs as _logs  # noqa: E402
 from _common import machine, stop_children  # noqa: E402
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
-from peers import Call, Channel, IceSettings, PeerConfig, call  # noqa: E402
+from rtc_signal.peers import Call, Channel, IceSettings, PeerConfig, call  # noqa: E402
 
 HOST = "127.0.0.1"
 LOOPBACK = ("--host-address", HOST)
@@ -80,7 +80,7 @@ def _console_script(name: str) -> list[str]:
     script = Path(sysconfig.get_path("scripts")) / name
     if script.exists():
         return [str(script)]
-    module = {"rtc-peer": "peers.cli", "rtc-signal": "signaling.cli"}[name]
+    module = {"rtc-peer": "rtc_signal.peers.cli", "rtc-signal": "rtc_signal.signaling.cli"}[name]
     return [sys.executable, "-m", module]
 
 
@@ -296,11 +296,11 @@ async def bench_startup(url: str, runs: int, timeout: float) -> None:
     ]
     bare = Row("python -c 'print()'")
     imports = Row(f"python -c '{BASELINE_IMPORTS}; print()' (baseline)")
-    cli = Row("python -c 'import peers.cli; print()'")
+    cli = Row("python -c 'import rtc_signal.peers.cli; print()'")
     opened = Row("rtc-peer offer: Popen -> channel open (1st stdout line)")
     exited = Row("rtc-peer offer: Popen -> exit (1 msg each way, close)")
     negotiation = Row("  channel open minus baseline, per run")
-    inproc = Row("peers.call() in-process: call -> channel open")
+    inproc = Row("rtc_signal.peers.call() in-process: call -> channel open")
     first_lines: set[str] = set()
 
     def python_line(code: str) -> float:
@@ -311,7 +311,7 @@ async def bench_startup(url: str, runs: int, timeout: float) -> None:
     def one_run(record: bool) -> None:
         t_bare = python_line("pass")
         t_imp = python_line(BASELINE_IMPORTS)
-        t_cli = python_line("import peers.cli")
+        t_cli = python_line("import rtc_signal.peers.cli")
         offer = time_process(offer_argv, timeout + 10, True)
         answer.check_alive()
         assert offer.first_line is not None

@@ -31,8 +31,8 @@ from pathlib import Path
 from _common import children as _children
 from _common import machine, set_deadline, stop_children, table
 
-PEER = [sys.executable, "-m", "peers.cli"]
-SERVER = [sys.executable, "-m", "signaling.cli"]
+PEER = [sys.executable, "-m", "rtc_signal.peers.cli"]
+SERVER = [sys.executable, "-m", "rtc_signal.signaling.cli"]
 LOOPBACK = ["--host-address", "127.0.0.1"]
 
 

@@ -45,9 +45,9 @@ from _common import (  # noqa: E402
 from _common import children as _children  # noqa: E402
 from _common import table as _table  # noqa: E402
 
-from peers.media.testclip import make_clip  # noqa: E402
+from rtc_signal.peers.media.testclip import make_clip  # noqa: E402
 
-PEER = [sys.executable, "-m", "peers.cli"]
+PEER = [sys.executable, "-m", "rtc_signal.peers.cli"]
 WARMUP = 2.0
 
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import machine, raise_fd_limit, set_deadline, table
 
-from peers import AnswerPeer, PeerConfig
-from peers.reconnect import ReconnectPolicy
-from signaling.server import ServerConfig, SignalingServer
+from rtc_signal.peers import AnswerPeer, PeerConfig
+from rtc_signal.peers.reconnect import ReconnectPolicy
+from rtc_signal.signaling.server import ServerConfig, SignalingServer
 
 WINDOW = 0.05
 

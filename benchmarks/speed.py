@@ -74,7 +74,7 @@ from datachannel import (  # noqa: E402  (this folder is on sys.path)
     udp_drops,
 )
 
-from peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning  # noqa: E402
+from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning  # noqa: E402
 
 HOST = "127.0.0.1"
 ICE = IceSettings(host_addresses=(HOST,))  # never any ICE server

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import sys
 
-from peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError
+from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError
 
 
 async def echo(call: Call) -> None:

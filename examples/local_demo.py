@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-PEER = [sys.executable, "-m", "peers.cli"]
-SERVER = [sys.executable, "-m", "signaling.cli"]
+PEER = [sys.executable, "-m", "rtc_signal.peers.cli"]
+SERVER = [sys.executable, "-m", "rtc_signal.signaling.cli"]
 PEER_ARGS = ["--host-address", "127.0.0.1", "--interval", "0.5", "--count", "5"]
 
 

@@ -4,8 +4,8 @@ Library first: :func:`call` and :class:`AnswerPeer` are what ``rtc-peer``
 uses; ``examples/`` shows them used directly.
 """
 
-from peers.channel import Channel
-from peers.errors import (
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import (
     ChannelClosed,
     ConnectTimeout,
     IdTaken,
@@ -14,8 +14,8 @@ from peers.errors import (
     SignalingError,
     UnknownTarget,
 )
-from peers.ice import IceSettings, restrict_host_addresses
-from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
+from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
+from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 
 __all__ = [
     "AnswerPeer",

@@ -61,9 +61,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from peers.channel import Channel, Data
-from peers.errors import ChannelClosed, PeerError
-from peers.session import Call
+from rtc_signal.peers.channel import Channel, Data
+from rtc_signal.peers.errors import ChannelClosed, PeerError
+from rtc_signal.peers.session import Call
 
 log = logging.getLogger(__name__)
 

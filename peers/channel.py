@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from aiortc import RTCDataChannel
 
-from peers.errors import ChannelClosed
+from rtc_signal.peers.errors import ChannelClosed
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,19 @@ from typing import Any
 
 import click
 
-from peers.bench import BENCH_LABEL, run_bench, serve_bench
-from peers.errors import PeerError
-from peers.files import FILES_LABEL, receive_files, refuse_files, send_files
-from peers.ice import IceSettings
-from peers.media import MediaServer, parse_source, serve_media, watch
-from peers.media.viewer import WatchResult
-from peers.reconnect import ReconnectPolicy
-from peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
-from peers.signaling_client import DEFAULT_SIGNAL_URL
-from peers.stream import chat, pipe
-from peers.workloads import timer
-from proto.control import CONTROL_LABEL
-from signaling.auth import TokenError, peek_id
+from rtc_signal.peers.bench import BENCH_LABEL, run_bench, serve_bench
+from rtc_signal.peers.errors import PeerError
+from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files, send_files
+from rtc_signal.peers.ice import IceSettings
+from rtc_signal.peers.media import MediaServer, parse_source, serve_media, watch
+from rtc_signal.peers.media.viewer import WatchResult
+from rtc_signal.peers.reconnect import ReconnectPolicy
+from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
+from rtc_signal.peers.signaling_client import DEFAULT_SIGNAL_URL
+from rtc_signal.peers.stream import chat, pipe
+from rtc_signal.peers.workloads import timer
+from rtc_signal.proto.control import CONTROL_LABEL
+from rtc_signal.signaling.auth import TokenError, peek_id
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]

@@ -81,9 +81,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar, TextIO
 
-from peers.channel import Channel, Data
-from peers.errors import ChannelClosed, PeerError
-from peers.workloads import Output
+from rtc_signal.peers.channel import Channel, Data
+from rtc_signal.peers.errors import ChannelClosed, PeerError
+from rtc_signal.peers.workloads import Output
 
 log = logging.getLogger(__name__)
 

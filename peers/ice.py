@@ -20,7 +20,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
-from peers.errors import PeerError
+from rtc_signal.peers.errors import PeerError
 
 TransportPolicy = Literal["all", "relay"]
 

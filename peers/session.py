@@ -24,14 +24,20 @@ from typing import Any, Literal, Protocol
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from peers.channel import Channel
-from peers.errors import ConnectTimeout, HandshakeRefused, PeerError, Refused, SignalingError
-from peers.fixes import apply as apply_fixes
-from peers.ice import IceSettings, restrict_host_addresses, selected_pair
-from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
-from peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
-from peers.tuning import apply as apply_tuning
-from proto import (
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import (
+    ConnectTimeout,
+    HandshakeRefused,
+    PeerError,
+    Refused,
+    SignalingError,
+)
+from rtc_signal.peers.fixes import apply as apply_fixes
+from rtc_signal.peers.ice import IceSettings, restrict_host_addresses, selected_pair
+from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
+from rtc_signal.peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
+from rtc_signal.peers.tuning import apply as apply_tuning
+from rtc_signal.proto import (
     CANDIDATE_PREFIX,
     Command,
     ProtocolError,

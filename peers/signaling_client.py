@@ -19,8 +19,14 @@ from types import TracebackType
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from peers.errors import HandshakeRefused, IdTaken, Refused, SignalingError, UnknownTarget
-from proto import (
+from rtc_signal.peers.errors import (
+    HandshakeRefused,
+    IdTaken,
+    Refused,
+    SignalingError,
+    UnknownTarget,
+)
+from rtc_signal.proto import (
     Command,
     Envelope,
     ProtocolError,

@@ -49,9 +49,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import BinaryIO, Protocol
 
-from peers.channel import Channel
-from peers.errors import ChannelClosed, PeerError
-from peers.workloads import Output
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import ChannelClosed, PeerError
+from rtc_signal.peers.workloads import Output
 
 log = logging.getLogger(__name__)
 

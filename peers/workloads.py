@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from peers.channel import Channel
-from peers.errors import ChannelClosed
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import ChannelClosed
 
 log = logging.getLogger(__name__)
 

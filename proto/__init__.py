@@ -4,14 +4,14 @@ Pure and synchronous: no I/O, no asyncio. Everything malformed raises a
 :class:`ProtocolError` subclass and nothing else.
 """
 
-from proto.bodies import (
+from rtc_signal.proto.bodies import (
     CANDIDATE_PREFIX,
     SessionDescription,
     decode_candidate,
     decode_description,
     encode_candidate,
 )
-from proto.envelope import (
+from rtc_signal.proto.envelope import (
     Command,
     Envelope,
     Message,
@@ -24,14 +24,14 @@ from proto.envelope import (
     encode_request,
     encode_response,
 )
-from proto.errors import (
+from rtc_signal.proto.errors import (
     InvalidBase64,
     InvalidPayload,
     MalformedFrame,
     ProtocolError,
     UnknownCommand,
 )
-from proto.routing import RouteHeader, peek_request
+from rtc_signal.proto.routing import RouteHeader, peek_request
 
 __all__ = [
     "CANDIDATE_PREFIX",

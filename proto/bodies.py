@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from proto.envelope import Command, Text, validate_json
-from proto.errors import InvalidPayload
-from proto.gojson import go_string
+from rtc_signal.proto.envelope import Command, Text, validate_json
+from rtc_signal.proto.errors import InvalidPayload
+from rtc_signal.proto.gojson import go_string
 
 CANDIDATE_PREFIX = "candidate:"
 #: A candidate line has at least: foundation component transport priority

@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
 
-from proto.errors import InvalidPayload, MalformedFrame, ProtocolError, UnknownCommand
-from proto.gojson import b64decode, b64encode, go_string
+from rtc_signal.proto.errors import InvalidPayload, MalformedFrame, ProtocolError, UnknownCommand
+from rtc_signal.proto.gojson import b64decode, b64encode, go_string
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

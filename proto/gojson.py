@@ -12,7 +12,7 @@ from __future__ import annotations
 import binascii
 import json
 
-from proto.errors import InvalidBase64
+from rtc_signal.proto.errors import InvalidBase64
 
 # Go escapes these even though JSON does not require it (HTMLEscape and the
 # JSONP-safety of U+2028/U+2029); Python's json.dumps leaves them alone.

@@ -15,7 +15,7 @@ import binascii
 import json
 from typing import NamedTuple
 
-from proto.envelope import Command, reject_json_constant
+from rtc_signal.proto.envelope import Command, reject_json_constant
 
 
 class RouteHeader(NamedTuple):

@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from signaling import auth
-from signaling.limits import RateLimit
-from signaling.router import DEFAULT_MAX_FRAME
-from signaling.server import ServerConfig, run_server
+from rtc_signal.signaling import auth
+from rtc_signal.signaling.limits import RateLimit
+from rtc_signal.signaling.router import DEFAULT_MAX_FRAME
+from rtc_signal.signaling.server import ServerConfig, run_server
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 

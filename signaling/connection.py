@@ -48,10 +48,10 @@ try:
 except ImportError:  # pragma: no cover (websockets built without its C extension)
     from websockets.utils import apply_mask
 
-from signaling.limits import TokenBucket
-from signaling.plainhttp import BodySplitter
-from signaling.router import Action, ConnId, Forward
-from signaling.router import Frame as Message
+from rtc_signal.signaling.limits import TokenBucket
+from rtc_signal.signaling.plainhttp import BodySplitter
+from rtc_signal.signaling.router import Action, ConnId, Forward
+from rtc_signal.signaling.router import Frame as Message
 
 _OPEN = State.OPEN
 _CONTROL = frozenset((Opcode.CLOSE, Opcode.PING, Opcode.PONG))

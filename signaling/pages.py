@@ -56,7 +56,7 @@ class PageResponse:
 
 def load_assets() -> dict[str, Asset]:
     """Read every routed file from the package (once, at start-up)."""
-    root = resources.files("signaling") / "static"
+    root = resources.files("rtc_signal.signaling") / "static"
     assets: dict[str, Asset] = {}
     for path, name in ROUTES.items():
         body = (root / name).read_bytes()

@@ -34,7 +34,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from proto import Command, ProtocolError, decode, encode_response, peek_request
+from rtc_signal.proto import Command, ProtocolError, decode, encode_response, peek_request
 
 log = logging.getLogger(__name__)
 

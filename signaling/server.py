@@ -45,11 +45,11 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from signaling import auth, plainhttp
-from signaling.connection import FastPathConnection
-from signaling.limits import ALLOW, REFUSE, RateLimit
-from signaling.pages import Pages
-from signaling.router import (
+from rtc_signal.signaling import auth, plainhttp
+from rtc_signal.signaling.connection import FastPathConnection
+from rtc_signal.signaling.limits import ALLOW, REFUSE, RateLimit
+from rtc_signal.signaling.pages import Pages
+from rtc_signal.signaling.router import (
     DEFAULT_MAX_FRAME,
     TOO_MANY_REQUESTS,
     Action,
@@ -60,9 +60,9 @@ from signaling.router import (
     Router,
     Send,
 )
-from signaling.router import Frame as Message
-from signaling.whep import PREFIX as WHEP_PREFIX
-from signaling.whep import WhepGateway
+from rtc_signal.signaling.router import Frame as Message
+from rtc_signal.signaling.whep import PREFIX as WHEP_PREFIX
+from rtc_signal.signaling.whep import WhepGateway
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from proto import (
+from rtc_signal.proto import (
     Command,
     ProtocolError,
     SessionDescription,
@@ -34,10 +34,10 @@ from proto import (
     decode_description,
     encode_request,
 )
-from proto.bodies import CANDIDATE_PREFIX
-from signaling import auth, plainhttp
-from signaling.connection import BodyTooLarge, FastPathConnection
-from signaling.router import Forward, Path, Router, Send
+from rtc_signal.proto.bodies import CANDIDATE_PREFIX
+from rtc_signal.signaling import auth, plainhttp
+from rtc_signal.signaling.connection import BodyTooLarge, FastPathConnection
+from rtc_signal.signaling.router import Forward, Path, Router, Send
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from proto import Command, Envelope, Request, Response, decode, encode_request
-from signaling.server import ServerConfig, SignalingServer
+from rtc_signal.proto import Command, Envelope, Request, Response, decode, encode_request
+from rtc_signal.signaling.server import ServerConfig, SignalingServer
 
 T = TypeVar("T")
 
@@ -230,7 +230,7 @@ def server_command(*args: str) -> list[str]:
     found = shutil.which("rtc-signal")
     if found is not None:
         return [found, *args]
-    return [sys.executable, "-c", "from signaling.cli import main; main()", *args]
+    return [sys.executable, "-c", "from rtc_signal.signaling.cli import main; main()", *args]
 
 
 _stderr_files: dict[int, IO[str]] = {}

@@ -10,12 +10,12 @@ import contextlib
 
 import pytest
 
-from peers import AnswerPeer, IceSettings, PeerConfig, call
-from peers.errors import SignalingError
-from peers.reconnect import ReconnectPolicy
-from peers.session import Call
-from proto import Command, encode_request
-from signaling.server import ServerConfig, SignalingServer
+from rtc_signal.peers import AnswerPeer, IceSettings, PeerConfig, call
+from rtc_signal.peers.errors import SignalingError
+from rtc_signal.peers.reconnect import ReconnectPolicy
+from rtc_signal.peers.session import Call
+from rtc_signal.proto import Command, encode_request
+from rtc_signal.signaling.server import ServerConfig, SignalingServer
 from tests.conftest import client, eventually, expect_response, run, within
 
 FAST = ReconnectPolicy(base_delay=0.05, max_delay=0.2)
@@ -141,8 +141,8 @@ def test_reconnect_stops_at_401_when_the_token_is_no_longer_accepted() -> None:
     """The server comes back with another secret: the peer's token is refused
     (HTTP 401), which retrying cannot fix, so the peer stops retrying; its
     call goes on, and once it has ended serve() raises HandshakeRefused."""
-    from peers.errors import HandshakeRefused
-    from signaling import auth
+    from rtc_signal.peers.errors import HandshakeRefused
+    from rtc_signal.signaling import auth
 
     old, new = b"first-secret-0123456789", b"second-secret-0123456789"
     expires = 2**31 + 1  # (2038: far enough)

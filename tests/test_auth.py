@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signaling import auth
+from rtc_signal.signaling import auth
 
 SECRET = b"test-secret-0123456789"
 NOW = 1_800_000_000

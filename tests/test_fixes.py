@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiortc import RTCPeerConnection
 
-from peers import fixes
-from peers.ice import IceSettings, restrict_host_addresses
+from rtc_signal.peers import fixes
+from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
 from tests.conftest import run
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from proto import Command, decode
+from rtc_signal.proto import Command, decode
 from tests.conftest import REPO, connect, recv_frame, run, running_server, start_server_process
 from tests.conftest import stop_server_process as stop_proc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from signaling.limits import ALLOW, CLOSE, REFUSE, RateLimit
+from rtc_signal.signaling.limits import ALLOW, CLOSE, REFUSE, RateLimit
 
 
 def test_burst_then_rate() -> None:

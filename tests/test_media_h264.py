@@ -1,4 +1,4 @@
-"""peers.media.h264: Annex-B/avcC handling, SPS/PPS injection, B-frame refusal,
+"""rtc_signal.peers.media.h264: Annex-B/avcC handling, SPS/PPS injection, B-frame refusal,
 on clips encoded here by PyAV (libx264)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import pytest
 
-from peers.media import h264
-from peers.media.testclip import make_clip
+from rtc_signal.peers.media import h264
+from rtc_signal.peers.media.testclip import make_clip
 
 
 def access_units(path: Path) -> tuple[bytes | None, list[bytes]]:

@@ -1,4 +1,4 @@
-"""peers.media.relay: what each viewer's track gets from the shared input."""
+"""rtc_signal.peers.media.relay: what each viewer's track gets from the shared input."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from peers.media.relay import QUEUE_LIMIT, Relay
-from peers.media.sources import Item, MediaInput, parse_source
-from peers.media.testclip import make_clip
+from rtc_signal.peers.media.relay import QUEUE_LIMIT, Relay
+from rtc_signal.peers.media.sources import Item, MediaInput, parse_source
+from rtc_signal.peers.media.testclip import make_clip
 from tests.conftest import run
 
 

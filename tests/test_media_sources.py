@@ -1,4 +1,4 @@
-"""peers.media.sources: the reader thread of one input, without any network."""
+"""rtc_signal.peers.media.sources: the reader thread of one input, without any network."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from peers.media.sources import Item, Kind, MediaInput, Mode, parse_source
-from peers.media.testclip import make_clip
+from rtc_signal.peers.media.sources import Item, Kind, MediaInput, Mode, parse_source
+from rtc_signal.peers.media.testclip import make_clip
 
 
 class Collector:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from peers.media.h264 import MediaError
-from peers.media.sources import parse_source
-from peers.media.stats import StatsBook, format_line
-from proto.control import ControlError, Ping, Stats, error_reply, ok_reply, parse_request
+from rtc_signal.peers.media.h264 import MediaError
+from rtc_signal.peers.media.sources import parse_source
+from rtc_signal.peers.media.stats import StatsBook, format_line
+from rtc_signal.proto.control import ControlError, Ping, Stats, error_reply, ok_reply, parse_request
 
 
 def test_valid_requests_parse_to_their_types() -> None:

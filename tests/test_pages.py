@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from signaling.pages import ROUTES, Pages
+from rtc_signal.signaling.pages import ROUTES, Pages
 from tests.conftest import ServerFactory, client, register, run, running_server
 from tests.httpclient import http_request
 

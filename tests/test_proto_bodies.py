@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proto import (
+from rtc_signal.proto import (
     Command,
     InvalidPayload,
     ProtocolError,

@@ -8,7 +8,7 @@ import json
 import pydantic
 import pytest
 
-from proto import (
+from rtc_signal.proto import (
     Command,
     Envelope,
     InvalidBase64,
@@ -26,7 +26,7 @@ from proto import (
     encode_request,
     encode_response,
 )
-from proto.gojson import b64decode, b64encode, go_string
+from rtc_signal.proto.gojson import b64decode, b64encode, go_string
 from tests.helpers_golden import (
     b64,
     frame_with_payload_json,

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proto import (
+from rtc_signal.proto import (
     Command,
     Envelope,
     InvalidBase64,
@@ -29,8 +29,8 @@ from proto import (
     decode_message,
     encode,
 )
-from proto.envelope import INT64_MAX, INT64_MIN
-from proto.gojson import b64decode, go_string
+from rtc_signal.proto.envelope import INT64_MAX, INT64_MIN
+from rtc_signal.proto.gojson import b64decode, go_string
 from tests.helpers_golden import b64, golden_frames
 
 SETTINGS = settings(

@@ -1,4 +1,4 @@
-"""proto.peek_request (the fast request reader) agrees with :func:`proto.decode`.
+"""rtc_signal.proto.peek_request (the fast request reader) agrees with :func:`proto.decode`.
 
 ``proto.peek_request`` reads request frames without pydantic
 (and, for frames laid out as Go writes them, without JSON parsing). It must
@@ -14,8 +14,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proto import ProtocolError, decode, peek_request
-from proto.gojson import go_string
+from rtc_signal.proto import ProtocolError, decode, peek_request
+from rtc_signal.proto.gojson import go_string
 from tests.helpers_golden import golden_frames
 
 

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
-from proto import Command, decode, encode_request
-from signaling.router import CONFLICT, OK, Held, Path, Router, Send
-from signaling.server import MAX_RESUME_KEY, resume_key
+from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
+from rtc_signal.proto import Command, decode, encode_request
+from rtc_signal.signaling.router import CONFLICT, OK, Held, Path, Router, Send
+from rtc_signal.signaling.server import MAX_RESUME_KEY, resume_key
 
 PEER = "answer-1"
 KEY, OTHER_KEY = "key-aaaa", "key-bbbb"
@@ -181,7 +181,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_rtc_peer_refuses_a_first_delay_above_the_max_delay() -> None:
     """--reconnect-delay above --reconnect-max-delay: usage error (exit 2), before connecting."""
     done = _cli(
-        "peers.cli", "answer", "--id", "x", "--signal", "ws://127.0.0.1:9",
+        "rtc_signal.peers.cli", "answer", "--id", "x", "--signal", "ws://127.0.0.1:9",
         "--reconnect-delay", "5", "--reconnect-max-delay", "1",
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
@@ -190,6 +190,6 @@ def test_rtc_peer_refuses_a_first_delay_above_the_max_delay() -> None:
 
 def test_rtc_signal_refuses_a_negative_resume_grace() -> None:
     """--resume-grace must be >= 0 (0 turns holding off)."""
-    done = _cli("signaling.cli", "serve", "--port", "0", "--resume-grace", "-1")
+    done = _cli("rtc_signal.signaling.cli", "serve", "--port", "0", "--resume-grace", "-1")
     assert done.returncode == 2, done.stderr
     assert "--resume-grace" in done.stderr

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import Command, Response, decode, encode_request, encode_response
-from signaling.router import (
+from rtc_signal.proto import Command, Response, decode, encode_request, encode_response
+from rtc_signal.signaling.router import (
     BAD_REQUEST,
     CONFLICT,
     FORBIDDEN,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from proto import Command, decode
-from signaling.router import FORBIDDEN, OK, TOO_MANY_REQUESTS, Path, Router, Send
+from rtc_signal.proto import Command, decode
+from rtc_signal.signaling.router import FORBIDDEN, OK, TOO_MANY_REQUESTS, Path, Router, Send
 from tests.test_router import answer, candidate, init, offer, single_forward, single_send
 
 REG, OFF = Path.REGISTER, Path.OFFER

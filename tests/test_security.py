@@ -18,11 +18,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from proto import Command, decode, encode_request
-from signaling import auth
-from signaling.limits import RateLimit
-from signaling.router import FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS
-from signaling.server import ServerConfig, SignalingServer
+from rtc_signal.proto import Command, decode, encode_request
+from rtc_signal.signaling import auth
+from rtc_signal.signaling.limits import RateLimit
+from rtc_signal.signaling.router import FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS
+from rtc_signal.signaling.server import ServerConfig, SignalingServer
 from tests.conftest import (
     WAIT,
     client,

@@ -1,4 +1,4 @@
-"""peers.ice.selected_pair: the ICE pair a call uses, read on both ends of a
+"""rtc_signal.peers.ice.selected_pair: the ICE pair a call uses, read on both ends of a
 real loopback call (an in-process server and two aiortc peers)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import asyncio
 
 from aiortc import RTCPeerConnection
 
-from peers import AnswerPeer, IceSettings, PeerConfig, call
-from peers.ice import SelectedPair, selected_pair
-from peers.session import Call
+from rtc_signal.peers import AnswerPeer, IceSettings, PeerConfig, call
+from rtc_signal.peers.ice import SelectedPair, selected_pair
+from rtc_signal.peers.session import Call
 from tests.conftest import run, running_server
 
 

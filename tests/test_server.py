@@ -18,8 +18,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from proto import Command, decode, encode_request, encode_response
-from signaling.router import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_LARGE
+from rtc_signal.proto import Command, decode, encode_request, encode_response
+from rtc_signal.signaling.router import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, TOO_LARGE
 from tests.conftest import (
     WAIT,
     answer_frame,

@@ -11,8 +11,8 @@ import time
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from proto import Command
-from signaling.router import NOT_FOUND, TOO_LARGE
+from rtc_signal.proto import Command
+from rtc_signal.signaling.router import NOT_FOUND, TOO_LARGE
 from tests.conftest import (
     WAIT,
     ServerFactory,

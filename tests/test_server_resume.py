@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from proto import Command, encode_request
+from rtc_signal.proto import Command, encode_request
 from tests.conftest import (
     client,
     connect,

@@ -11,10 +11,10 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from websockets.asyncio.client import ClientConnection
 
-import proto
-from peers import IceSettings, restrict_host_addresses
-from signaling import auth
-from signaling.whep import candidate_lines, check_offer, parse_path, splice_candidates
+from rtc_signal import proto
+from rtc_signal.peers import IceSettings, restrict_host_addresses
+from rtc_signal.signaling import auth
+from rtc_signal.signaling.whep import candidate_lines, check_offer, parse_path, splice_candidates
 from tests.conftest import client, recv_envelope, register, run, running_server, within
 from tests.httpclient import HttpResponse, http_request
 from tests.integration.test_go_interop import split_candidates

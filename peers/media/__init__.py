@@ -10,10 +10,10 @@ viewers without transcoding; record, stats and control commands.
   recording by remuxing.
 """
 
-from peers.media.h264 import BFramesError, MediaError
-from peers.media.server import MediaServer, serve_media
-from peers.media.sources import SourceSpec, parse_source
-from peers.media.viewer import WatchResult, watch
+from rtc_signal.peers.media.h264 import BFramesError, MediaError
+from rtc_signal.peers.media.server import MediaServer, serve_media
+from rtc_signal.peers.media.sources import SourceSpec, parse_source
+from rtc_signal.peers.media.viewer import WatchResult, watch
 
 __all__ = [
     "BFramesError",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peers.errors import PeerError
+from rtc_signal.peers.errors import PeerError
 
 NAL_SLICE = 1
 NAL_IDR = 5

@@ -29,7 +29,7 @@ import aiortc.rtcrtpreceiver as _receiver_module
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from peers.media.h264 import (
+from rtc_signal.peers.media.h264 import (
     NAL_IDR,
     NAL_PPS,
     NAL_SPS,

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from peers.media.sources import Item, Kind, MediaInput, Mode
+from rtc_signal.peers.media.sources import Item, Kind, MediaInput, Mode
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription as SdpDescription
 
-from peers.channel import Channel
-from peers.errors import ChannelClosed, ConnectTimeout
-from peers.media.h264 import MediaError
-from peers.media.relay import Relay, ViewerTrack
-from peers.media.sources import Item, Kind, MediaInput, Mode, SourceSpec
-from peers.media.stats import StatsBook, format_line, process_stats, serve_stats
-from proto.bodies import SessionDescription
-from proto.control import (
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import ChannelClosed, ConnectTimeout
+from rtc_signal.peers.media.h264 import MediaError
+from rtc_signal.peers.media.relay import Relay, ViewerTrack
+from rtc_signal.peers.media.sources import Item, Kind, MediaInput, Mode, SourceSpec
+from rtc_signal.peers.media.stats import StatsBook, format_line, process_stats, serve_stats
+from rtc_signal.proto.bodies import SessionDescription
+from rtc_signal.proto.control import (
     ControlError,
     Keyframe,
     Pause,

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import av
 
-from peers.media.h264 import BFramesError, H264Normalizer, MediaError, vp8_keyframe
+from rtc_signal.peers.media.h264 import BFramesError, H264Normalizer, MediaError, vp8_keyframe
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ from typing import Any
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from peers.channel import Channel
-from peers.errors import ChannelClosed, PeerError
-from peers.media.h264 import MediaError
-from peers.media.receive import Recorder, encoded_frames, pump
-from peers.session import PeerConfig, call
-from proto.control import COMMANDS, CONTROL_LABEL, request
+from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.errors import ChannelClosed, PeerError
+from rtc_signal.peers.media.h264 import MediaError
+from rtc_signal.peers.media.receive import Recorder, encoded_frames, pump
+from rtc_signal.peers.session import PeerConfig, call
+from rtc_signal.proto.control import COMMANDS, CONTROL_LABEL, request
 
 log = logging.getLogger(__name__)
 

@@ -120,7 +120,9 @@ def start_server(procs: Callable[..., Proc]) -> Callable[..., str]:
     """``start_server(*extra_args) -> ws:// URL``: a ``rtc-signal serve`` in the namespace."""
 
     def start(*extra: str) -> str:
-        server = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0", *extra)
+        server = procs(
+            "rtc_signal.signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0", *extra
+        )
         line = server.wait_line(r"listening on ws://", "server start", timeout=20)
         match = LISTENING.search(line)
         assert match is not None

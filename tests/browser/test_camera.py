@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from peers.media.testclip import make_clip
+from rtc_signal.peers.media.testclip import make_clip
 from tests.browser.test_page import VIDEO_PLAYING
 
 CAMERA_ARGS = ["--host-address", "127.0.0.1"]
@@ -21,7 +21,15 @@ def h264_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_camera(procs: Any, server_url: str, name: str, source: str) -> Any:
     camera = procs(
-        "peers.cli", "answer", "--id", name, "--video", source, "--signal", server_url, *CAMERA_ARGS
+        "rtc_signal.peers.cli",
+        "answer",
+        "--id",
+        name,
+        "--video",
+        source,
+        "--signal",
+        server_url,
+        *CAMERA_ARGS,
     )
     camera.wait_line(f"registered as '{name}'", "camera registration", stream="stderr")
     return camera

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import proto
+from rtc_signal import proto
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "go-demo-session.jsonl"
 

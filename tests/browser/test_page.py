@@ -6,7 +6,7 @@ import re
 import time
 from typing import Any
 
-from signaling import auth
+from rtc_signal.signaling import auth
 
 
 def test_page_loads_and_registers_as_answer_peer(new_page: Any, page_url: Any) -> None:
@@ -46,7 +46,15 @@ def test_browser_answer_peer_takes_a_call_from_rtc_peer_offer(
     page = new_page(page_url("?id=b2&interval=0.2&count=5"))
     page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
     offer = procs(
-        "peers.cli", "offer", "--target", "b2", "--signal", server_url, "--count", "5", *PEER_ARGS
+        "rtc_signal.peers.cli",
+        "offer",
+        "--target",
+        "b2",
+        "--signal",
+        server_url,
+        "--count",
+        "5",
+        *PEER_ARGS,
     )
     assert offer.popen.wait(40) == 0, offer.output()
     received = [line for line in offer.stdout if line.startswith("recv ")]
@@ -59,7 +67,9 @@ def test_rtc_peer_answer_takes_a_call_from_the_browser(
     new_page: Any, page_url: Any, server_url: str, procs: Any
 ) -> None:
     """`rtc-peer answer` answers a page calling it with ?target=; the browser trickles."""
-    answer = procs("peers.cli", "answer", "--id", "a3", "--signal", server_url, *PEER_ARGS)
+    answer = procs(
+        "rtc_signal.peers.cli", "answer", "--id", "a3", "--signal", server_url, *PEER_ARGS
+    )
     answer.wait_line("registered as 'a3'", "answer peer registration", stream="stderr")
     page = new_page(page_url("?target=a3&interval=0.2&count=5"))
     texts = page_received(page, "answer-", 5)
@@ -157,13 +167,23 @@ def test_page_answer_peer_reconnects_after_a_server_restart(new_page: Any, procs
     """`rtc-signal serve` killed and restarted on its port: the page's call goes
     on meanwhile (nothing lost, in order), the page registers again, and a new
     caller reaches it."""
-    first = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0")
+    first = procs("rtc_signal.signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0")
     match = re.search(r"ws://\S+", first.wait_line("listening on", "server start"))
     assert match is not None
     url = match.group(0)
     page = new_page(url.replace("ws://", "http://", 1) + "/?id=rc&interval=0.2")
     page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
-    procs("peers.cli", "offer", "--target", "rc", "--id", "caller", "--signal", url, *PEER_ARGS)
+    procs(
+        "rtc_signal.peers.cli",
+        "offer",
+        "--target",
+        "rc",
+        "--id",
+        "caller",
+        "--signal",
+        url,
+        *PEER_ARGS,
+    )
     page.wait_for_function(
         "window.rtcSignal.log.filter(e => e.kind === 'recv' && e.peer === 'caller').length >= 3",
         timeout=20_000,
@@ -180,14 +200,16 @@ def test_page_answer_peer_reconnects_after_a_server_restart(new_page: Any, procs
         arg=during,
         timeout=10_000,
     )  # the call goes on without the server
-    second = procs("signaling.cli", "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1])
+    second = procs(
+        "rtc_signal.signaling.cli", "serve", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]
+    )
     second.wait_line("listening on", "server restart")
     page.wait_for_function(
         "window.rtcSignal.log.some(e => e.text.startsWith('registered again'))", timeout=20_000
     )
     assert page.evaluate("window.rtcSignal.signaling") == "registered"
     newcomer = procs(
-        "peers.cli", "offer", "--target", "rc", "--id", "newcomer", "--signal", url,
+        "rtc_signal.peers.cli", "offer", "--target", "rc", "--id", "newcomer", "--signal", url,
         "--count", "2", *PEER_ARGS,
     )  # fmt: skip
     assert newcomer.popen.wait(30) == 0, newcomer.output()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from signaling import auth
+from rtc_signal.signaling import auth
 
 SECRET = "browser-secret-0123456789"
 #: a fixed port (the namespace is the test module's own) so that the allowed
@@ -23,7 +23,7 @@ def token(peer_id: str) -> str:
 
 def secured_server(procs: Any) -> str:
     server = procs(
-        "signaling.cli",
+        "rtc_signal.signaling.cli",
         "serve",
         "--host",
         "127.0.0.1",
@@ -47,7 +47,7 @@ def test_page_with_a_token_registers_and_takes_a_call_with_tokens(
     page = new_page(f"{ORIGIN}/?id=tb1&token={token('tb1')}&interval=0.2&count=3")
     page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
     offer = procs(
-        "peers.cli",
+        "rtc_signal.peers.cli",
         "offer",
         "--target",
         "tb1",

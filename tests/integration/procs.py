@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from tests.conftest import start_server_process, stop_server_process
 
-PEER = [sys.executable, "-m", "peers.cli"]
+PEER = [sys.executable, "-m", "rtc_signal.peers.cli"]
 LOOPBACK = ["--host-address", "127.0.0.1"]
 FAST = ["--interval", "0.2", "--count", "5"]
 

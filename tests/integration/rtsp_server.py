@@ -22,7 +22,7 @@ from pathlib import Path
 
 import av
 
-from peers.media import h264
+from rtc_signal.peers.media import h264
 
 MAX_PAYLOAD = 1200
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError, call
-from peers.bench import BENCH_LABEL, BenchResult, run_bench, serve_bench
+from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, PeerError, call
+from rtc_signal.peers.bench import BENCH_LABEL, BenchResult, run_bench, serve_bench
 from tests.conftest import run, running_server
 from tests.integration.procs import (
     FAST,

@@ -138,8 +138,7 @@ def test_connect_timeout_is_one_clear_error_line() -> None:
 
     from websockets.asyncio.client import connect
 
-    import proto
-
+    from rtc_signal import proto
     with server() as url:
         stop_silent = threading.Event()
         registered = threading.Event()
@@ -188,8 +187,7 @@ def test_answer_peer_survives_a_callers_garbage_offer() -> None:
 
     from websockets.asyncio.client import ClientConnection, connect
 
-    import proto
-
+    from rtc_signal import proto
     async def next_response(ws: ClientConnection) -> proto.Response:
         while True:  # skip what the answer peer sends back (it may answer garbage)
             envelope = proto.decode(await asyncio.wait_for(ws.recv(), 5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from peers import AnswerPeer, Call, Channel, IceSettings, PeerConfig, call
+from rtc_signal.peers import AnswerPeer, Call, Channel, IceSettings, PeerConfig, call
 from tests.conftest import run, running_server, within
 
 

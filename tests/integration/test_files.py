@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from peers.files import (
+from rtc_signal.peers.files import (
     FILES_LABEL,
     FileHeader,
     FileStats,
@@ -32,8 +32,8 @@ from peers.files import (
     describe_file,
     send_file,
 )
-from peers.ice import IceSettings
-from peers.session import PeerConfig, call
+from rtc_signal.peers.ice import IceSettings
+from rtc_signal.peers.session import PeerConfig, call
 from tests.conftest import run
 from tests.integration.procs import (
     LOOPBACK,

@@ -23,8 +23,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-import proto
-from peers import IceSettings, restrict_host_addresses
+from rtc_signal import proto
+from rtc_signal.peers import IceSettings, restrict_host_addresses
 from tests.integration.procs import (
     LOOPBACK,
     PEER,

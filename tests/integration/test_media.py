@@ -17,12 +17,12 @@ import av
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 
-from peers.ice import IceSettings, restrict_host_addresses
-from peers.media import h264
-from peers.media.receive import encoded_frames
-from peers.media.testclip import make_clip
-from peers.signaling_client import SignalingClient
-from proto import Command, SessionDescription, decode_description
+from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
+from rtc_signal.peers.media import h264
+from rtc_signal.peers.media.receive import encoded_frames
+from rtc_signal.peers.media.testclip import make_clip
+from rtc_signal.peers.signaling_client import SignalingClient
+from rtc_signal.proto import Command, SessionDescription, decode_description
 from tests.conftest import run
 from tests.integration.procs import (
     LOOPBACK,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling import auth
+from rtc_signal.signaling import auth
 from tests.conftest import REPO, run, start_server_process, stop_server_process
 from tests.helpers_tls import CertFiles, self_signed_cert
 from tests.integration.procs import FAST, LOOPBACK, run_peer, start_peer, wait, wait_registered

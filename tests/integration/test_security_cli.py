@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling import auth
+from rtc_signal.signaling import auth
 from tests.conftest import (
     server_command,
     server_stderr,

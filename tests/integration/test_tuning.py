@@ -1,4 +1,4 @@
-"""peers.tuning: the aiortc/aioice speed-ups keep aiortc's behaviour.
+"""rtc_signal.peers.tuning: the aiortc/aioice speed-ups keep aiortc's behaviour.
 
 - delayed SACKs (real RTCSctpTransport, fake DTLS below it): every second
   packet of a stream, at once on a gap, a duplicate or the I bit and for
@@ -27,7 +27,7 @@ from aiortc import rtcsctptransport as sctp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning
+from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning
 from tests.conftest import run, running_server
 
 pytestmark = pytest.mark.skipif(
@@ -298,7 +298,7 @@ def test_a_transfer_survives_loss_and_a_blackout(
 
 
 def test_rtc_peer_no_tuning_switches_everything_off() -> None:
-    code = "import peers.session, peers.tuning; print(','.join(peers.tuning.applied()))"
+    code = "from rtc_signal.peers import session, tuning; print(','.join(tuning.applied()))"
     env = {**os.environ, "RTC_PEER_NO_TUNING": "1"}
     env.pop("RTC_PEER_TUNING", None)
     off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -70,7 +70,15 @@ class Peers:
         self.started: list[Proc] = []
 
     def start(self, ns: str, name: str, role: str, *args: str) -> Proc:
-        argv = [sys.executable, "-m", "peers.cli", role, "--signal", self.world.signal_url, *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "rtc_signal.peers.cli",
+            role,
+            "--signal",
+            self.world.signal_url,
+            *args,
+        ]
         proc = self.world.lab.spawn(ns, name, argv)
         self.started.append(proc)
         return proc
