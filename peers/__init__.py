@@ -2,21 +2,48 @@
 
 Library first: :func:`call` and :class:`AnswerPeer` are what ``rtc-peer``
 uses; ``examples/`` shows them used directly.
+
+The names below are imported on first use (PEP 562), not with the package:
+``rtc-peer --help`` lives in this package and must not pay for aiortc.
 """
 
-from rtc_signal.peers.channel import Channel
-from rtc_signal.peers.errors import (
-    ChannelClosed,
-    ConnectTimeout,
-    IdTaken,
-    PeerError,
-    Refused,
-    SignalingError,
-    UnknownTarget,
-)
-from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
-from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rtc_signal.peers.channel import Channel
+    from rtc_signal.peers.errors import (
+        ChannelClosed,
+        ConnectTimeout,
+        IdTaken,
+        PeerError,
+        Refused,
+        SignalingError,
+        UnknownTarget,
+    )
+    from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
+    from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
+
+#: exported name -> the module that defines it
+_EXPORTS = {
+    "Channel": "channel",
+    "ChannelClosed": "errors",
+    "ConnectTimeout": "errors",
+    "IdTaken": "errors",
+    "PeerError": "errors",
+    "Refused": "errors",
+    "SignalingError": "errors",
+    "UnknownTarget": "errors",
+    "IceSettings": "ice",
+    "restrict_host_addresses": "ice",
+    "AnswerPeer": "session",
+    "Call": "session",
+    "PeerConfig": "session",
+    "call": "session",
+    "new_offer_id": "session",
+}
 __all__ = [
     "AnswerPeer",
     "Call",
@@ -34,3 +61,9 @@ __all__ = [
     "new_offer_id",
     "restrict_host_addresses",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

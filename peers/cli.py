@@ -10,30 +10,26 @@ The offer side names its data channel after what it wants (``data``,
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rtc_signal.peers.bench import BENCH_LABEL, run_bench, serve_bench
-from rtc_signal.peers.errors import PeerError
-from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files, send_files
-from rtc_signal.peers.ice import IceSettings
-from rtc_signal.peers.media import MediaServer, parse_source, serve_media, watch
-from rtc_signal.peers.media.viewer import WatchResult
-from rtc_signal.peers.reconnect import ReconnectPolicy
-from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
-from rtc_signal.peers.signaling_client import DEFAULT_SIGNAL_URL
-from rtc_signal.peers.stream import chat, pipe
-from rtc_signal.peers.workloads import timer
-from rtc_signal.proto.control import CONTROL_LABEL
-from rtc_signal.signaling.auth import TokenError, peek_id
+# Only what the options need is imported here: the library (aiortc, PyAV,
+# websockets, pydantic: ~0.4 s) is imported by the command that runs, so
+# `rtc-peer --help` and `--version` start as fast as click does.
+from rtc_signal.peers.defaults import DEFAULT_SIGNAL_URL
+from rtc_signal.peers.errors import PeerError  # stdlib only
+from rtc_signal.proto import __version__
+
+if TYPE_CHECKING:
+    from rtc_signal.peers.media import MediaServer
+    from rtc_signal.peers.media.viewer import WatchResult
+    from rtc_signal.peers.reconnect import ReconnectPolicy
+    from rtc_signal.peers.session import Call, PeerConfig
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -177,6 +173,8 @@ _reconnect_options = _apply(
 
 
 def _reconnect_policy(opts: dict[str, Any]) -> ReconnectPolicy | None:
+    from rtc_signal.peers.reconnect import ReconnectPolicy
+
     if not opts["reconnect"]:
         return None
     try:
@@ -234,6 +232,9 @@ _media_options = _apply(
 
 
 def _config(opts: dict[str, Any]) -> PeerConfig:
+    from rtc_signal.peers.ice import IceSettings
+    from rtc_signal.peers.session import PeerConfig
+
     try:
         ice = IceSettings(
             servers=tuple(opts["ice_servers"]),
@@ -255,6 +256,9 @@ def _config(opts: dict[str, Any]) -> PeerConfig:
 
 def _own_id(peer_id: str | None, opts: dict[str, Any]) -> str:
     """An offer-side peer's ID: --id, else its token's ID, else a random one."""
+    from rtc_signal.peers.session import new_offer_id
+    from rtc_signal.proto.tokens import TokenError, peek_id
+
     if peer_id:
         return peer_id
     if opts["token"]:
@@ -266,6 +270,8 @@ def _own_id(peer_id: str | None, opts: dict[str, Any]) -> str:
 
 
 def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
+    import logging
+
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
@@ -295,6 +301,8 @@ async def _terminable(main: Coroutine[Any, Any, None]) -> None:
     close cleanly: the signaling server then frees an answer peer's ID at once
     instead of holding it for a reconnect (a service manager restarting
     `rtc-peer answer` would otherwise get 409 for the grace period)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -326,6 +334,8 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     try:
         import uvloop
     except ImportError:
+        import asyncio
+
         return asyncio.run
     runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
     return runner
@@ -361,6 +371,9 @@ def _data_mode(opts: dict[str, Any]) -> str:
 
 async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> None:
     """Run the data-channel workload chosen on the command line."""
+    from rtc_signal.peers.stream import chat, pipe
+    from rtc_signal.peers.workloads import timer
+
     if mode == "chat":
         await chat(c.channel, sys.stdin.buffer, _echo)
     elif mode == "pipe":
@@ -370,7 +383,7 @@ async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> No
 
 
 @click.group()
-@click.version_option(package_name="rtc-signal")
+@click.version_option(version=__version__)
 def main() -> None:
     """rtc-peer: WebRTC data-channel peers (aiortc) using rtc-signal signaling."""
 
@@ -392,6 +405,12 @@ def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any
     """Register as ID and answer every caller (until interrupted; one call with
     --count, --stdin or --pipe). With --video/--audio, every caller that asks
     for media gets the tracks, with or without a data channel."""
+    from rtc_signal.peers.bench import BENCH_LABEL, serve_bench
+    from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files
+    from rtc_signal.peers.media import MediaServer, serve_media
+    from rtc_signal.peers.session import AnswerPeer
+    from rtc_signal.proto.control import CONTROL_LABEL
+
     config = _config(opts)
     reconnect = _reconnect_policy(opts)
     mode = _data_mode(opts)
@@ -451,6 +470,8 @@ def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any
 
 def _media_server(opts: dict[str, Any]) -> MediaServer | None:
     """The --video/--audio sources (parsed now: a bad SOURCE is a usage error)."""
+    from rtc_signal.peers.media import MediaServer, parse_source
+
     if opts["video"] is None and opts["audio"] is None:
         for name in ("transcode", "stats_interval", "stats_port"):
             if opts[name] is not None and opts[name] is not False:  # port 0 counts
@@ -502,6 +523,9 @@ def offer(
 ) -> None:
     """Call the answer peer TARGET: timer messages, chat (--stdin) or pipe
     (--pipe); or, with --record/--duration/--control, watch its media."""
+    from rtc_signal.peers.media import watch
+    from rtc_signal.peers.session import call, new_offer_id
+
     config = _config(opts)
     mode = _data_mode(opts)
     if record is not None or duration is not None or controls:
@@ -546,6 +570,9 @@ def _watch_summary(result: WatchResult, record: Path | None) -> str:
 @_connection_options
 def send(files: tuple[Path, ...], target: str, peer_id: str | None, **opts: Any) -> None:
     """Send FILES to the answer peer TARGET (name, size and SHA-256 checked)."""
+    from rtc_signal.peers.files import FILES_LABEL, send_files
+    from rtc_signal.peers.session import call
+
     config = _config(opts)
     progress = sys.stderr.isatty()
 
@@ -579,7 +606,12 @@ def bench(
     target: str, peer_id: str | None, seconds: float, size: int, as_json: bool, **opts: Any
 ) -> None:
     """Measure setup time, throughput and RTT against the answer peer TARGET."""
+    from rtc_signal.peers.bench import BENCH_LABEL, run_bench
+    from rtc_signal.peers.session import call
+
     config = _config(opts)
+
+    import json
 
     async def run() -> None:
         async with call(config, target, _own_id(peer_id, opts), BENCH_LABEL) as c:

@@ -25,6 +25,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.defaults import DEFAULT_SIGNAL_URL
 from rtc_signal.peers.errors import (
     ConnectTimeout,
     HandshakeRefused,
@@ -35,7 +36,7 @@ from rtc_signal.peers.errors import (
 from rtc_signal.peers.fixes import apply as apply_fixes
 from rtc_signal.peers.ice import IceSettings, restrict_host_addresses, selected_pair
 from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
-from rtc_signal.peers.signaling_client import DEFAULT_SIGNAL_URL, SignalingClient
+from rtc_signal.peers.signaling_client import SignalingClient
 from rtc_signal.peers.tuning import apply as apply_tuning
 from rtc_signal.proto import (
     CANDIDATE_PREFIX,

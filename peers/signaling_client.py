@@ -38,7 +38,6 @@ from rtc_signal.proto import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNAL_URL = "ws://127.0.0.1:18080"
 #: How long to wait for the server's response to one of our requests.
 RESPONSE_TIMEOUT = 10.0
 # Server codes that mean "unknown target" / "ID taken" (Go's server says 1).

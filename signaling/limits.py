@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: frames larger than this (bytes) are refused with 413 (--max-frame-size)
+DEFAULT_MAX_FRAME = 64 * 1024
+
 ALLOW = 0
 REFUSE = 1
 CLOSE = 2

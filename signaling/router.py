@@ -23,7 +23,7 @@ Rules (codes are documented in the README):
   connection with the same key that the server has not yet seen drop.
 - Responses (101-104) from peers are only logged, as in the Go demo.
 - Anything malformed is answered with 400 and the connection stays usable.
-- A connection opened with a token (see :mod:`signaling.auth`) may only
+- A connection opened with a token (see :mod:`proto.tokens`) may only
   register, or bind as an offer peer, the token's ID (403 otherwise).
 """
 
@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from rtc_signal.proto import Command, ProtocolError, decode, encode_response, peek_request
+from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ NOT_FOUND = 404
 CONFLICT = 409
 TOO_LARGE = 413
 TOO_MANY_REQUESTS = 429
-
-DEFAULT_MAX_FRAME = 64 * 1024
 
 
 class Path(enum.Enum):

@@ -12,7 +12,7 @@ of a task each (``benchmarks/README.md`` has the measurements).
 
 Admission (:meth:`SignalingServer._admit`, during the opening handshake):
 the connection limit (HTTP 503), the Origin allowlist (403) and, with a
-secret, the token (401; :mod:`signaling.auth`), whose ID the router then
+secret, the token (401; :mod:`proto.tokens`), whose ID the router then
 enforces. After it, each message passes the connection's rate limit
 (:mod:`signaling.limits`; 429, then close 1008), and a connection that has
 not registered (or sent its first offer) within the idle timeout is closed
@@ -45,12 +45,12 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from rtc_signal.signaling import auth, plainhttp
+from rtc_signal.proto import tokens
+from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import FastPathConnection
-from rtc_signal.signaling.limits import ALLOW, REFUSE, RateLimit
+from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
 from rtc_signal.signaling.pages import Pages
 from rtc_signal.signaling.router import (
-    DEFAULT_MAX_FRAME,
     TOO_MANY_REQUESTS,
     Action,
     ConnId,
@@ -121,7 +121,7 @@ class ServerConfig:
     #: its resume key (0: not at all)
     resume_grace: float = 30.0
     # -- security (README "Security model") --------------------------------
-    #: the token secret (:func:`signaling.auth.check_secret`); None: open server
+    #: the token secret (:func:`signaling.tokens.check_secret`); None: open server
     secret: bytes | None = None
     #: allowed ``Origin`` header values; empty: any (no Origin is always allowed)
     allow_origins: tuple[str, ...] = ()
@@ -321,14 +321,14 @@ class SignalingServer:
         if cfg.allow_origins and origin is not None and origin not in cfg.allow_origins:
             return _refusal(connection, http.HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
         if cfg.secret is not None:
-            token = auth.token_from_request(request.path, authorization)
+            token = tokens.token_from_request(request.path, authorization)
             if token is None:
                 why = "a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)"
             else:
                 try:
-                    connection.allowed_id = auth.verify(cfg.secret, token, time.time())
+                    connection.allowed_id = tokens.verify(cfg.secret, token, time.time())
                     why = ""
-                except auth.TokenError as exc:
+                except tokens.TokenError as exc:
                     why = f"invalid token: {exc}"
             if why:
                 response = _refusal(connection, http.HTTPStatus.UNAUTHORIZED, why)

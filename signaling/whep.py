@@ -33,9 +33,10 @@ from rtc_signal.proto import (
     decode,
     decode_description,
     encode_request,
+    tokens,
 )
 from rtc_signal.proto.bodies import CANDIDATE_PREFIX
-from rtc_signal.signaling import auth, plainhttp
+from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import BodyTooLarge, FastPathConnection
 from rtc_signal.signaling.router import Forward, Path, Router, Send
 
@@ -281,7 +282,7 @@ class WhepGateway:
             return error(http.HTTPStatus.BAD_REQUEST, str(exc), origin)
         allowed_id: str | None = None
         if self.secret is not None:
-            token = auth.token_from_request(request.path, request.headers.get("Authorization"))
+            token = tokens.token_from_request(request.path, request.headers.get("Authorization"))
             if token is None:
                 return error(
                     http.HTTPStatus.UNAUTHORIZED,
@@ -289,8 +290,8 @@ class WhepGateway:
                     origin,
                 )
             try:
-                allowed_id = auth.verify(self.secret, token, time.time())
-            except auth.TokenError as exc:
+                allowed_id = tokens.verify(self.secret, token, time.time())
+            except tokens.TokenError as exc:
                 return error(http.HTTPStatus.UNAUTHORIZED, f"invalid token: {exc}", origin)
         if peer_id not in self.router.answer_peers():
             return error(

@@ -1,4 +1,4 @@
-"""Unit tests of signaling.auth: token minting and checking, without a network."""
+"""Unit tests of proto.tokens: token minting and checking, without a network."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 
 SECRET = b"test-secret-0123456789"
 NOW = 1_800_000_000
@@ -18,16 +18,16 @@ NOW = 1_800_000_000
 
 def test_minted_token_verifies_to_its_id_until_expiry() -> None:
     """A token grants its ID before its expiry and is refused from the expiry on."""
-    token = auth.mint(SECRET, "alice", NOW + 60)
-    assert auth.verify(SECRET, token, NOW) == "alice"
-    assert auth.verify(SECRET, token, NOW + 59.9) == "alice"
-    with pytest.raises(auth.TokenError, match="expired"):
-        auth.verify(SECRET, token, NOW + 60)
+    token = tokens.mint(SECRET, "alice", NOW + 60)
+    assert tokens.verify(SECRET, token, NOW) == "alice"
+    assert tokens.verify(SECRET, token, NOW + 59.9) == "alice"
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify(SECRET, token, NOW + 60)
 
 
 def test_token_is_unpadded_base64url_of_id_expiry_and_raw_hmac() -> None:
     """The documented format: base64url(id:expiry:HMAC-SHA256(domain + id:expiry))."""
-    token = auth.mint(SECRET, "alice", NOW)
+    token = tokens.mint(SECRET, "alice", NOW)
     assert "=" not in token and "+" not in token and "/" not in token
     raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     claims = f"alice:{NOW}".encode()
@@ -36,19 +36,19 @@ def test_token_is_unpadded_base64url_of_id_expiry_and_raw_hmac() -> None:
 
 
 def test_token_from_another_secret_is_refused_as_forged() -> None:
-    token = auth.mint(b"another-secret-0123456789", "alice", NOW + 60)
-    with pytest.raises(auth.TokenError, match="signature"):
-        auth.verify(SECRET, token, NOW)
+    token = tokens.mint(b"another-secret-0123456789", "alice", NOW + 60)
+    with pytest.raises(tokens.TokenError, match="signature"):
+        tokens.verify(SECRET, token, NOW)
 
 
 def test_changing_the_id_or_expiry_breaks_the_signature() -> None:
     """Editing the readable claims (the ID, a later expiry) without the secret fails."""
-    raw = base64.urlsafe_b64decode(auth.mint(SECRET, "alice", NOW + 60) + "==")
+    raw = base64.urlsafe_b64decode(tokens.mint(SECRET, "alice", NOW + 60) + "==")
     mac = raw[-32:]
     for claims in (f"mallory:{NOW + 60}", f"alice:{NOW + 10**6}"):
         forged = base64.urlsafe_b64encode(claims.encode() + b":" + mac).decode().rstrip("=")
-        with pytest.raises(auth.TokenError, match="signature"):
-            auth.verify(SECRET, forged, NOW)
+        with pytest.raises(tokens.TokenError, match="signature"):
+            tokens.verify(SECRET, forged, NOW)
 
 
 @pytest.mark.parametrize(
@@ -61,12 +61,12 @@ def test_changing_the_id_or_expiry_breaks_the_signature() -> None:
         base64.urlsafe_b64encode(b"alice:soon:" + b"m" * 32).decode(),  # expiry not a number
         base64.urlsafe_b64encode(b":123:" + b"m" * 32).decode(),  # empty ID
         base64.urlsafe_b64encode(b"\xff\xfe:123:" + b"m" * 32).decode(),  # ID not UTF-8
-        "A" * (auth.MAX_TOKEN_LENGTH + 1),
+        "A" * (tokens.MAX_TOKEN_LENGTH + 1),
     ],
 )
 def test_malformed_tokens_are_refused_with_a_reason(token: str) -> None:
-    with pytest.raises(auth.TokenError) as info:
-        auth.verify(SECRET, token, NOW)
+    with pytest.raises(tokens.TokenError) as info:
+        tokens.verify(SECRET, token, NOW)
     assert str(info.value)
 
 
@@ -74,22 +74,22 @@ def test_malformed_tokens_are_refused_with_a_reason(token: str) -> None:
 def test_any_id_round_trips_including_colons_and_unicode(peer_id: str, expiry: int) -> None:
     """Every non-empty ID (with ':' or any Unicode) survives mint -> verify and peek_id."""
     try:
-        token = auth.mint(SECRET, peer_id, expiry)
+        token = tokens.mint(SECRET, peer_id, expiry)
     except UnicodeEncodeError:  # lone surrogates are not valid IDs on the wire either
         return
-    assert auth.peek_id(token) == peer_id
-    assert auth.verify(SECRET, token, expiry - 1) == peer_id
+    assert tokens.peek_id(token) == peer_id
+    assert tokens.verify(SECRET, token, expiry - 1) == peer_id
 
 
 def test_empty_id_cannot_be_minted() -> None:
     with pytest.raises(ValueError, match="non-empty"):
-        auth.mint(SECRET, "", NOW)
+        tokens.mint(SECRET, "", NOW)
 
 
 def test_short_secrets_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 16"):
-        auth.check_secret("x" * 15)
-    assert auth.check_secret("x" * 16) == b"x" * 16
+        tokens.check_secret("x" * 15)
+    assert tokens.check_secret("x" * 16) == b"x" * 16
 
 
 @pytest.mark.parametrize(
@@ -97,13 +97,13 @@ def test_short_secrets_are_refused() -> None:
     [("30", 30), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800), ("1.5h", 5400)],
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert auth.parse_duration(text) == seconds
+    assert tokens.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "h", "1y", "-1h", "0", "1 hour"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
-        auth.parse_duration(text)
+        tokens.parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -122,4 +122,4 @@ def test_bad_durations_are_refused(text: str) -> None:
 )
 def test_token_from_request(path: str, authorization: str | None, expected: str | None) -> None:
     """The token comes from ``Authorization: Bearer`` or else the ``token`` query parameter."""
-    assert auth.token_from_request(path, authorization) == expected
+    assert tokens.token_from_request(path, authorization) == expected
