@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # proto/, signaling/ and peers/ install as these (setup.py)
 PACKAGES := rtc_signal.proto rtc_signal.signaling rtc_signal.peers
 
-.PHONY: install demo test lint bench clean
+.PHONY: install install-test demo test lint bench clean
 
 # The stamp is written only once the venv has a working pip, so a venv that
 # failed half-way (Debian without python3-venv) is made again next time.
@@ -25,6 +25,9 @@ $(VENV)/.created:
 # source files, which mypy follows (the default "lenient" editable install
 # maps the names with an import hook that only the interpreter understands).
 install: $(VENV)/.created
+	$(PY) -m pip install -q -e . --config-settings editable_mode=strict
+
+install-test: $(VENV)/.created
 	$(PY) -m pip install -q -e ".[test]" --config-settings editable_mode=strict
 
 demo: install
@@ -36,10 +39,10 @@ lint:
 	$(PY) -m mypy --strict $(addprefix -p ,$(PACKAGES))
 	$(PY) -m mypy --strict examples
 
-test: install lint
+test: install-test lint
 	$(PY) -m pytest -q
 
-bench: install
+bench: install-test
 	$(PY) benchmarks/relay.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/datachannel.py

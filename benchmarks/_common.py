@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
 import collections
 import contextlib
@@ -24,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import resource
+import selectors
 import shlex
 import shutil
 import signal
@@ -31,6 +33,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -545,14 +548,69 @@ class Sample:
         return f"{fmt.format(self.median)} ({lo}-{hi})"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], numbers_right: bool = False
+) -> str:
+    """A Markdown table; ``numbers_right`` right-aligns every column but the first."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    aligns = ["<"] + [">" if numbers_right else "<"] * (len(headers) - 1)
 
     def fmt(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+        return (
+            "| "
+            + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, aligns, widths, strict=True))
+            + " |"
+        )
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt(headers), sep, *(fmt(r) for r in rows)])
+
+
+@dataclass
+class Row:
+    """One line of :func:`print_table`: a label and its samples (one per run)."""
+
+    label: str
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+
+def print_table(
+    title: str,
+    unit: str,
+    rows: Sequence[Row],
+    baselines: Sequence[tuple[str, Row]],
+    digits: int = 1,
+    note: str = "",
+) -> None:
+    """One line per row: median, min, max, runs, and the ratio of its median to
+    each baseline's median."""
+    headers = ["", f"median {unit}", f"min {unit}", f"max {unit}", "runs"]
+    headers += [f"ratio vs {name}" for name, _ in baselines]
+    cells = []
+    for row in rows:
+        if not row.values:
+            cells.append([row.label, "-", "-", "-", "0", *("-" for _ in baselines)])
+            continue
+        line = [
+            row.label,
+            f"{row.median:,.{digits}f}",
+            f"{min(row.values):,.{digits}f}",
+            f"{max(row.values):,.{digits}f}",
+            str(len(row.values)),
+        ]
+        for _, base in baselines:
+            ratio = row.median / base.median if base.values and base.median else float("nan")
+            line.append(f"{ratio:.2f}x")
+        cells.append(line)
+    print(f"\n## {title}\n")
+    print(table(headers, cells, numbers_right=True))
+    if note:
+        print(f"\n{note}")
+    sys.stdout.flush()
 
 
 def machine(*packages: str) -> str:
@@ -601,3 +659,209 @@ def stop_children(timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
     logs.clear()
+
+
+def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child (stdin from /dev/null unless given) and track it in :data:`children`."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    proc = subprocess.Popen(list(argv), **kwargs)
+    children.append(proc)
+    return proc
+
+
+def on_fatal_signal(signum: int, frame: object) -> None:
+    """SIGALRM (the time limit), SIGTERM, SIGHUP: stop every child and exit now."""
+    if signum == signal.SIGALRM:
+        print("benchmark exceeded its --time-limit; stopping", file=sys.stderr, flush=True)
+    stop_children(2.0)
+    os._exit(3 if signum == signal.SIGALRM else 128 + signum)
+
+
+def guard_children(time_limit: float) -> None:
+    """Stop every child at exit, on SIGTERM/SIGHUP, and after ``time_limit``
+    seconds (SIGALRM, which also ends this process with status 3)."""
+    atexit.register(stop_children)
+    for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_fatal_signal)
+    signal.alarm(max(1, int(time_limit)))
+
+
+def console_script(name: str) -> list[str]:
+    """The installed entry point of this interpreter itself (not a pyenv shim,
+    which costs ~0.4 s per start), or ``python -m`` as a fallback; same
+    interpreter either way."""
+    script = Path(sysconfig.get_path("scripts")) / name
+    if script.exists():
+        return [str(script)]
+    module = {"rtc-peer": "rtc_signal.peers.cli", "rtc-signal": "rtc_signal.signaling.cli"}[name]
+    return [sys.executable, "-m", module]
+
+
+def _log_file(name: str) -> tuple[int, str]:
+    """A temporary log file for a child's stderr (deleted by :func:`stop_children`)."""
+    fd, log = tempfile.mkstemp(prefix=f"bench-peers-{name}-", suffix=".log")
+    logs.append(log)
+    return fd, log
+
+
+@dataclass
+class Helper:
+    """A long-running child process whose stderr goes to a log file."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: str
+
+    @classmethod
+    def start(cls, name: str, argv: Sequence[str]) -> Helper:
+        fd, log = _log_file(name)
+        try:
+            proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO)
+        finally:
+            os.close(fd)
+        return cls(name, proc, log)
+
+    def text(self) -> str:
+        try:
+            return Path(self.log).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_line(self, prefix: str, timeout: float = 20.0) -> str:
+        """The first stderr line starting with ``prefix`` (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.text().splitlines():
+                if line.startswith(prefix):
+                    return line
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError(
+            f"{self.name} not ready ({prefix!r} not seen; exit status {self.proc.poll()}):\n"
+            + self.text()[-3000:]
+        )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}"
+            )
+
+
+def read_stdout_until(
+    proc: subprocess.Popen[bytes], prefix: str | None, deadline: float
+) -> tuple[str | None, bytes]:
+    """Read ``proc``'s stdout (a pipe) until a complete line starting with
+    ``prefix`` arrives (any line if ``prefix`` is empty; never if None) or
+    until EOF. Returns that line (None at EOF) and the bytes read; raises
+    TimeoutError at ``deadline`` (``time.monotonic()``)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    out = b""
+    scanned = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not sel.select(remaining):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None, out
+            out += chunk
+            while (end := out.find(b"\n", scanned)) >= 0:
+                line = out[scanned:end].decode(errors="replace")
+                scanned = end + 1
+                if prefix is not None and line.startswith(prefix):
+                    return line, out
+
+
+@dataclass
+class Timed:
+    #: seconds from Popen to the wanted stdout line (None if not wanted)
+    first_line: float | None
+    #: seconds from Popen to exit (after SIGTERM at the line, with ``stop_at_line``)
+    exited: float
+    #: the wanted line ("" if not wanted)
+    line: str
+
+
+def time_process(
+    argv: Sequence[str],
+    timeout: float,
+    want_line: bool,
+    prefix: str = "",
+    stop_at_line: bool = False,
+) -> Timed:
+    """Start ``argv``; seconds from Popen to its first stdout line starting with
+    ``prefix`` (any line by default) and to its exit. With ``stop_at_line``, the
+    process is terminated (SIGTERM) once that line came and its exit status is
+    not checked. Fails (RuntimeError) on a timeout, a non-zero exit status or,
+    with ``want_line``, no such line."""
+    fd, log = _log_file("proc")
+    t0 = time.perf_counter()
+    try:
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=fd, bufsize=0, cwd=REPO)
+    finally:
+        os.close(fd)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    out = b""
+    first: float | None = None
+    line: str | None = None
+    try:
+        line, out = read_stdout_until(proc, prefix if want_line else None, deadline)
+        if line is not None:
+            first = time.perf_counter() - t0
+            if stop_at_line:
+                proc.terminate()
+            else:
+                out += read_stdout_until(proc, None, deadline)[1]
+        proc.wait(max(0.01, deadline - time.monotonic()))
+        exited = time.perf_counter() - t0
+    except (TimeoutError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait(5)
+        raise RuntimeError(
+            f"{' '.join(argv)} did not finish within {timeout:g} s:\n"
+            f"{out.decode(errors='replace')}{Path(log).read_text(errors='replace')[-2000:]}"
+        ) from None
+    finally:
+        proc.stdout.close()
+    if (proc.returncode != 0 and not (stop_at_line and line is not None)) or (
+        want_line and first is None
+    ):
+        raise RuntimeError(
+            f"{' '.join(argv)} failed (exit status {proc.returncode}):\n"
+            f"{out.decode(errors='replace')}{Path(log).read_text(errors='replace')[-2000:]}"
+        )
+    return Timed(first, exited, line or "")
+
+
+def start_server() -> tuple[Helper, str]:
+    """``rtc-signal serve --port 0`` (the installed console script, default
+    options) as a tracked :class:`Helper`, and its ``ws://`` URL."""
+    fd, log = _log_file("rtc-signal")
+    try:
+        proc = spawn(
+            [*console_script("rtc-signal"), "serve", "--port", "0", "--log-level", "warning"],
+            stdout=subprocess.PIPE,
+            stderr=fd,
+            cwd=REPO,
+        )
+    finally:
+        os.close(fd)
+    server = Helper("rtc-signal", proc, log)
+    assert proc.stdout is not None
+    out = b""
+    try:
+        line, out = read_stdout_until(proc, "listening on ", time.monotonic() + 20)
+    except TimeoutError:
+        line = None
+    if line is None:
+        raise RuntimeError(f"rtc-signal did not start: {out!r}\n{server.text()[-2000:]}")
+    proc.stdout.close()  # nothing else comes on stdout
+    return server, line.split()[-1]

@@ -39,7 +39,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -49,7 +48,16 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _common import HOST, ServerProc, machine, set_deadline, start_rtc_signal, stop_children, table
+from _common import (
+    HOST,
+    ServerProc,
+    console_script,
+    machine,
+    set_deadline,
+    start_rtc_signal,
+    stop_children,
+    table,
+)
 from _common import children as _children
 from _common import logs as _logs
 
@@ -93,13 +101,6 @@ def _wait_line(proc: subprocess.Popen[bytes], log: str, prefix: str, timeout: fl
             break
         time.sleep(0.02)
     raise RuntimeError(f"{prefix!r} not seen (exit status {proc.poll()}):\n{text[-2000:]}")
-
-
-def _console_script(name: str, module: str) -> list[str]:
-    """The installed entry point of this interpreter (not a shim, which costs
-    ~0.4 s per start), else ``python -m``: the same interpreter either way."""
-    script = Path(sysconfig.get_path("scripts")) / name
-    return [str(script)] if script.exists() else [sys.executable, "-m", module]
 
 
 def event_loop() -> str:
@@ -227,7 +228,7 @@ class Skipped(Exception):
 
 def run_rtc_peer(url: str, seconds: float, size: int, timeout: float) -> dict[str, float]:
     argv = [
-        *_console_script("rtc-peer", "rtc_signal.peers.cli"),
+        *console_script("rtc-peer"),
         "bench",
         "--target",
         TARGET,
@@ -288,7 +289,7 @@ def bench(args: argparse.Namespace) -> None:
         answer, answer_log = _spawn_logged(
             "answer",
             [
-                *_console_script("rtc-peer", "rtc_signal.peers.cli"),
+                *console_script("rtc-peer"),
                 "answer",
                 "--id",
                 TARGET,

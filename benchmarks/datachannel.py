@@ -26,28 +26,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import os
-import selectors
 import signal
 import statistics
-import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-from _common import children as _children  # noqa: E402
-from _common import logs as _logs  # noqa: E402
-from _common import machine, stop_children  # noqa: E402
+from _common import (  # noqa: E402
+    Helper,
+    Row,
+    console_script,
+    guard_children,
+    machine,
+    print_table,
+    start_server,
+    stop_children,
+    time_process,
+)
 from websockets.asyncio.client import connect as ws_connect  # noqa: E402
 
 from rtc_signal.peers import Call, Channel, IceSettings, PeerConfig, call  # noqa: E402
@@ -57,199 +60,7 @@ LOOPBACK = ("--host-address", HOST)
 ICE = IceSettings(host_addresses=(HOST,))  # never any ICE server
 BASELINE_IMPORTS = "import aiortc, websockets, click, pydantic"
 
-# -- child processes: all tracked, all stopped at exit ------------------------------
-
-
-def _spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    kwargs.setdefault("stdin", subprocess.DEVNULL)
-    proc = subprocess.Popen(list(argv), **kwargs)
-    _children.append(proc)
-    return proc
-
-
-def _on_fatal_signal(signum: int, frame: object) -> None:
-    if signum == signal.SIGALRM:
-        print("benchmark exceeded its --time-limit; stopping", file=sys.stderr, flush=True)
-    stop_children(2.0)
-    os._exit(3 if signum == signal.SIGALRM else 128 + signum)
-
-
-def _console_script(name: str) -> list[str]:
-    """The installed entry point itself (not a pyenv shim, which costs ~0.4 s
-    per start), or ``python -m`` as a fallback; same interpreter either way."""
-    script = Path(sysconfig.get_path("scripts")) / name
-    if script.exists():
-        return [str(script)]
-    module = {"rtc-peer": "rtc_signal.peers.cli", "rtc-signal": "rtc_signal.signaling.cli"}[name]
-    return [sys.executable, "-m", module]
-
-
-@dataclass
-class Helper:
-    """A long-running child process whose stderr goes to a log file."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: str
-
-    @classmethod
-    def start(cls, name: str, argv: Sequence[str]) -> Helper:
-        fd, log = tempfile.mkstemp(prefix=f"bench-peers-{name}-", suffix=".log")
-        _logs.append(log)
-        try:
-            proc = _spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO)
-        finally:
-            os.close(fd)
-        return cls(name, proc, log)
-
-    def text(self) -> str:
-        try:
-            return Path(self.log).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def wait_line(self, prefix: str, timeout: float = 20.0) -> str:
-        """The first stderr line starting with ``prefix`` (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.text().splitlines():
-                if line.startswith(prefix):
-                    return line
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.01)
-        raise RuntimeError(
-            f"{self.name} not ready ({prefix!r} not seen; exit status {self.proc.poll()}):\n"
-            + self.text()[-3000:]
-        )
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"{self.name} exited ({self.proc.returncode}):\n{self.text()[-3000:]}"
-            )
-
-
-# -- statistics and tables ---------------------------------------------------------
-
-
-@dataclass
-class Row:
-    label: str
-    values: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values) if self.values else float("nan")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    aligns = ["<"] + [">"] * (len(headers) - 1)
-
-    def fmt(cells: Sequence[str]) -> str:
-        return (
-            "| "
-            + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, aligns, widths, strict=True))
-            + " |"
-        )
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([fmt(headers), sep, *(fmt(r) for r in rows)])
-
-
-def print_table(
-    title: str,
-    unit: str,
-    rows: Sequence[Row],
-    baselines: Sequence[tuple[str, Row]],
-    digits: int = 1,
-    note: str = "",
-) -> None:
-    """One line per row: median, min, max, runs, and the ratio of its median to
-    each baseline's median."""
-    headers = ["", f"median {unit}", f"min {unit}", f"max {unit}", "runs"]
-    headers += [f"ratio vs {name}" for name, _ in baselines]
-    cells = []
-    for row in rows:
-        if not row.values:
-            cells.append([row.label, "-", "-", "-", "0", *("-" for _ in baselines)])
-            continue
-        line = [
-            row.label,
-            f"{row.median:,.{digits}f}",
-            f"{min(row.values):,.{digits}f}",
-            f"{max(row.values):,.{digits}f}",
-            str(len(row.values)),
-        ]
-        for _, base in baselines:
-            ratio = row.median / base.median if base.values and base.median else float("nan")
-            line.append(f"{ratio:.2f}x")
-        cells.append(line)
-    print(f"\n## {title}\n")
-    print(table(headers, cells))
-    if note:
-        print(f"\n{note}")
-    sys.stdout.flush()
-
-
 # -- 1. start-up to open channel ---------------------------------------------------
-
-
-@dataclass
-class Timed:
-    first_line: float | None
-    exited: float
-    line: str
-
-
-def time_process(argv: Sequence[str], timeout: float, want_line: bool) -> Timed:
-    """Start ``argv``; seconds from Popen to its first stdout line and to its exit.
-    Fails (RuntimeError) on a timeout or a non-zero exit status."""
-    fd, log = tempfile.mkstemp(prefix="bench-peers-proc-", suffix=".log")
-    _logs.append(log)
-    t0 = time.perf_counter()
-    try:
-        proc = _spawn(argv, stdout=subprocess.PIPE, stderr=fd, bufsize=0, cwd=REPO)
-    finally:
-        os.close(fd)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    out = b""
-    first: float | None = None
-    try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError
-                if not sel.select(remaining):
-                    continue
-                chunk = os.read(proc.stdout.fileno(), 1 << 16)
-                if not chunk:
-                    break  # EOF: the process is exiting
-                out += chunk
-                if first is None and b"\n" in out:
-                    first = time.perf_counter() - t0
-        proc.wait(max(0.01, deadline - time.monotonic()))
-        exited = time.perf_counter() - t0
-    except (TimeoutError, subprocess.TimeoutExpired):
-        proc.kill()
-        proc.wait(5)
-        raise RuntimeError(
-            f"{' '.join(argv)} did not finish within {timeout:g} s:\n"
-            f"{out.decode(errors='replace')}{Path(log).read_text(errors='replace')[-2000:]}"
-        ) from None
-    finally:
-        proc.stdout.close()
-    if proc.returncode != 0 or (want_line and first is None):
-        raise RuntimeError(
-            f"{' '.join(argv)} failed (exit status {proc.returncode}):\n"
-            f"{out.decode(errors='replace')}{Path(log).read_text(errors='replace')[-2000:]}"
-        )
-    line = out.decode(errors="replace").split("\n", 1)[0]
-    return Timed(first, exited, line)
 
 
 async def time_inprocess_call(url: str, target: str, timeout: float) -> float:
@@ -267,7 +78,7 @@ async def bench_startup(url: str, runs: int, timeout: float) -> None:
     answer = Helper.start(
         "rtc-peer-answer",
         [
-            *_console_script("rtc-peer"),
+            *console_script("rtc-peer"),
             "answer",
             "--id",
             "bench",
@@ -280,7 +91,7 @@ async def bench_startup(url: str, runs: int, timeout: float) -> None:
     )
     answer.wait_line("rtc-peer: registered as")
     offer_argv = [
-        *_console_script("rtc-peer"),
+        *console_script("rtc-peer"),
         "offer",
         "--target",
         "bench",
@@ -639,43 +450,12 @@ async def bench_channel(
 # -- main ---------------------------------------------------------------------------
 
 
-def start_server() -> tuple[Helper, str]:
-    """``rtc-signal serve --port 0``; it prints ``listening on ws://...`` on stdout."""
-    fd, log = tempfile.mkstemp(prefix="bench-peers-rtc-signal-", suffix=".log")
-    _logs.append(log)
-    try:
-        proc = _spawn(
-            [*_console_script("rtc-signal"), "serve", "--port", "0", "--log-level", "warning"],
-            stdout=subprocess.PIPE,
-            stderr=fd,
-            cwd=REPO,
-        )
-    finally:
-        os.close(fd)
-    server = Helper("rtc-signal", proc, log)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 20
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        out = b""
-        while time.monotonic() < deadline and proc.poll() is None:
-            if sel.select(0.1):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                out += chunk
-                for line in out.decode(errors="replace").splitlines():
-                    if line.startswith("listening on "):
-                        # Nothing else comes on stdout; stop reading it.
-                        proc.stdout.close()
-                        return server, line.split()[-1]
-    raise RuntimeError(f"rtc-signal did not start: {out!r}\n{server.text()[-2000:]}")
-
-
 async def amain(args: argparse.Namespace) -> None:
     server, url = start_server()
     print(f"# rtc-signal peer benchmarks ({args.runs} runs each, loopback only)\n")
     print(f"Machine: {machine('aiortc', 'websockets')}")
     print("Load average at start (1/5/15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    print(f"Signaling: {' '.join(_console_script('rtc-signal'))} serve on {url}")
+    print(f"Signaling: {' '.join(console_script('rtc-signal'))} serve on {url}")
     sys.stdout.flush()
     if args.only in (None, "startup"):
         await bench_startup(url, args.runs, args.timeout)
@@ -709,10 +489,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1 or args.rtt_messages < 1 or args.chunk_kib < 1:
         parser.error("--runs, --rtt-messages and --chunk-kib must be at least 1")
-    atexit.register(stop_children)
-    for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_fatal_signal)
-    signal.alarm(max(1, int(args.time_limit)))
+    guard_children(args.time_limit)
     started = time.monotonic()
     try:
         asyncio.run(amain(args))

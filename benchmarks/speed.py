@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -60,19 +59,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-from datachannel import (  # noqa: E402  (this folder is on sys.path)
+from _common import (  # noqa: E402  (this folder is on sys.path)
     Helper,
-    _cpu_seconds,
-    _logs,
-    _on_fatal_signal,
-    _spawn,
-    ice_ports,
+    guard_children,
     machine,
+    spawn,
     start_server,
     stop_children,
     table,
-    udp_drops,
 )
+from _common import logs as _logs  # noqa: E402
+from datachannel import _cpu_seconds, ice_ports, udp_drops  # noqa: E402
 
 from rtc_signal.peers import AnswerPeer, Call, IceSettings, PeerConfig, call, tuning  # noqa: E402
 
@@ -235,7 +232,7 @@ def start_sink(cfg: Config, url: str, timeout: float) -> Helper:
     fd, log = tempfile.mkstemp(prefix=f"bench-speed-{cfg.slug}-", suffix=".log")
     _logs.append(log)
     try:
-        proc = _spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO, env=cfg.env())
+        proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO, env=cfg.env())
     finally:
         os.close(fd)
     helper = Helper(cfg.slug, proc, log)
@@ -319,7 +316,7 @@ def report(configs: list[Config], sizes: list[int], args: argparse.Namespace) ->
             "UDP drops src/sink",
             "peak buffered MiB",
         ]
-        print(table(headers, rows))
+        print(table(headers, rows, numbers_right=True))
     applied = {cfg.name: cfg.results[sizes[0]][0].get("tuning", "?") for cfg in configs}
     print("\nTweaks applied (as reported by peers.tuning.applied() in the source):")
     for name, tweaks in applied.items():
@@ -328,10 +325,7 @@ def report(configs: list[Config], sizes: list[int], args: argparse.Namespace) ->
 
 
 def parent(args: argparse.Namespace) -> int:
-    atexit.register(stop_children)
-    for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_fatal_signal)
-    signal.alarm(max(1, int(args.time_limit)))
+    guard_children(args.time_limit)
     started = time.monotonic()
     server, url = start_server()
     print(f"# data-channel speed ({args.runs} runs, loopback only)\n")

@@ -523,7 +523,6 @@ def offer(
 ) -> None:
     """Call the answer peer TARGET: timer messages, chat (--stdin) or pipe
     (--pipe); or, with --record/--duration/--control, watch its media."""
-    from rtc_signal.peers.media import watch
     from rtc_signal.peers.session import call, new_offer_id
 
     config = _config(opts)
@@ -531,6 +530,8 @@ def offer(
     if record is not None or duration is not None or controls:
         if mode != "timer" or opts["count"] is not None:
             raise click.UsageError("--record/--duration/--control watch media: no data workload")
+
+        from rtc_signal.peers.media import watch
 
         async def run_watch() -> None:
             result = await watch(

@@ -19,14 +19,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rtc_signal.proto.bodies import (
-        CANDIDATE_PREFIX,
         SessionDescription,
         decode_candidate,
         decode_description,
         encode_candidate,
     )
+    from rtc_signal.proto.commands import Command
     from rtc_signal.proto.envelope import (
-        Command,
         Envelope,
         Message,
         Request,
@@ -46,15 +45,16 @@ if TYPE_CHECKING:
         UnknownCommand,
     )
     from rtc_signal.proto.routing import RouteHeader, peek_request
+    from rtc_signal.proto.wire import CANDIDATE_PREFIX
 
 #: exported name -> the module that defines it
 _EXPORTS = {
-    "CANDIDATE_PREFIX": "bodies",
+    "CANDIDATE_PREFIX": "wire",
     "SessionDescription": "bodies",
     "decode_candidate": "bodies",
     "decode_description": "bodies",
     "encode_candidate": "bodies",
-    "Command": "envelope",
+    "Command": "commands",
     "Envelope": "envelope",
     "Message": "envelope",
     "Request": "envelope",

@@ -13,11 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rtc_signal.proto.envelope import Command, Text, validate_json
+from rtc_signal.proto.commands import Command
+from rtc_signal.proto.envelope import Text, validate_json
 from rtc_signal.proto.errors import InvalidPayload
-from rtc_signal.proto.gojson import go_string
+from rtc_signal.proto.wire import CANDIDATE_PREFIX, description_json
 
-CANDIDATE_PREFIX = "candidate:"
 #: A candidate line has at least: foundation component transport priority
 #: address port "typ" type.
 _CANDIDATE_MIN_FIELDS = 8
@@ -32,7 +32,7 @@ class SessionDescription(BaseModel):
     sdp: Text
 
     def to_json(self) -> bytes:
-        return f'{{"type":{go_string(self.type)},"sdp":{go_string(self.sdp)}}}'.encode()
+        return description_json(self.type, self.sdp)
 
 
 def decode_description(

@@ -1,4 +1,4 @@
-"""The signaling envelopes: Message, Request, Response and the Command enum.
+"""The signaling envelopes: Message, Request and Response (pydantic models).
 
 Wire format (see ``docs`` in the README)::
 
@@ -13,43 +13,19 @@ round-trip byte for byte with the Go reference demo.
 
 from __future__ import annotations
 
-import enum
 import json
 from typing import Annotated, Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationInfo
 
+from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import InvalidPayload, MalformedFrame, ProtocolError, UnknownCommand
-from rtc_signal.proto.gojson import b64decode, b64encode, go_string
+from rtc_signal.proto.gojson import b64decode, reject_json_constant
+from rtc_signal.proto.wire import message_frame, request_json, response_json
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-
-
-class Command(enum.IntEnum):
-    """What a Message carries. Requests are 1-4; responses are request + 100."""
-
-    INIT = 1
-    ANSWER = 2
-    OFFER = 3
-    CANDIDATE = 4
-    #: Extension: the response to a frame whose command could not be read
-    #: (not JSON, unknown command). Go peers ignore commands they don't know.
-    ERROR = 100
-    INIT_RESPONSE = 101
-    ANSWER_RESPONSE = 102
-    OFFER_RESPONSE = 103
-    CANDIDATE_RESPONSE = 104
-
-    @property
-    def is_request(self) -> bool:
-        return self < 100
-
-    @property
-    def response(self) -> Command:
-        """The response command answering this request (``ERROR`` for responses)."""
-        return Command(self + 100) if self.is_request else Command.ERROR
 
 
 # The validators below read the wire strictly (validation context WIRE), and
@@ -123,10 +99,7 @@ class Request(BaseModel):
     body: Annotated[bytes | None, PlainValidator(_body_bytes)] = None
 
     def to_json(self) -> bytes:
-        body = "null" if self.body is None else f'"{b64encode(self.body)}"'
-        return (
-            f'{{"source":{go_string(self.source)},"target":{go_string(self.target)},"body":{body}}}'
-        ).encode()
+        return request_json(self.source, self.target, self.body)
 
 
 class Response(BaseModel):
@@ -142,7 +115,7 @@ class Response(BaseModel):
         return self.code == 0
 
     def to_json(self) -> bytes:
-        return f'{{"code":{self.code},"msg":{go_string(self.msg)}}}'.encode()
+        return response_json(self.code, self.msg)
 
 
 class Message(BaseModel):
@@ -154,7 +127,7 @@ class Message(BaseModel):
     payload: Annotated[bytes, PlainValidator(_payload_bytes)]
 
     def to_frame(self) -> bytes:
-        return f'{{"command":{int(self.command)},"payload":"{b64encode(self.payload)}"}}'.encode()
+        return message_frame(self.command, self.payload)
 
 
 class Envelope(BaseModel):
@@ -187,11 +160,6 @@ def _first_error(exc: pydantic.ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(part) for part in err["loc"]) or "frame"
     return f"{where}: {err['msg']}"
-
-
-def reject_json_constant(name: str) -> None:
-    """``parse_constant`` hook: NaN and Infinity are not JSON."""
-    raise ValueError(f"{name} is not JSON")
 
 
 def validate_json(model: type[Any], data: bytes, what: str, command: Command | None) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rtc_signal.proto.envelope import Command
+    from rtc_signal.proto.commands import Command
 
 
 class ProtocolError(ValueError):

@@ -48,3 +48,8 @@ def b64decode(text: str, what: str) -> bytes:
     if len(text) != 4 * ((len(data) + 2) // 3):
         raise InvalidBase64(f"{what} is not standard padded base64: excess padding")
     return data
+
+
+def reject_json_constant(name: str) -> None:
+    """``parse_constant`` hook: NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not JSON")

@@ -15,7 +15,8 @@ import binascii
 import json
 from typing import NamedTuple
 
-from rtc_signal.proto.envelope import Command, reject_json_constant
+from rtc_signal.proto.commands import Command
+from rtc_signal.proto.gojson import reject_json_constant
 
 
 class RouteHeader(NamedTuple):

@@ -34,7 +34,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from rtc_signal.proto import Command, ProtocolError, decode, encode_response, peek_request
+from rtc_signal.proto.commands import Command
+from rtc_signal.proto.errors import ProtocolError
+from rtc_signal.proto.routing import peek_request
+from rtc_signal.proto.wire import response_frame
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 
 log = logging.getLogger(__name__)
@@ -164,7 +167,7 @@ class _Replies:
         key = (command, code, msg, text)
         frame = self._cache.get(key)
         if frame is None:
-            raw = encode_response(command, code, msg)
+            raw = response_frame(command, code, msg)
             frame = raw.decode() if text else raw
             # acks, and the one constant error a flooder gets over and over
             if code in (OK, TOO_MANY_REQUESTS):
@@ -281,6 +284,11 @@ class Router:
         if quick is not None:
             command, source, target = quick
         else:
+            # The full decoder (pydantic) only for what the fast reader
+            # declines: responses and malformed frames. Imported here, once,
+            # so that starting the server does not pay for pydantic.
+            from rtc_signal.proto.envelope import decode
+
             try:
                 envelope = decode(frame)
             except ProtocolError as exc:

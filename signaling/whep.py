@@ -26,16 +26,10 @@ from urllib.parse import unquote, urlsplit
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from rtc_signal.proto import (
-    Command,
-    ProtocolError,
-    SessionDescription,
-    decode,
-    decode_description,
-    encode_request,
-    tokens,
-)
-from rtc_signal.proto.bodies import CANDIDATE_PREFIX
+from rtc_signal.proto import tokens
+from rtc_signal.proto.commands import Command
+from rtc_signal.proto.errors import ProtocolError
+from rtc_signal.proto.wire import CANDIDATE_PREFIX, description_json, request_frame
 from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import BodyTooLarge, FastPathConnection
 from rtc_signal.signaling.router import Forward, Path, Router, Send
@@ -187,6 +181,10 @@ class WhepGateway:
         session = self._by_conn.get(conn)
         if session is None:
             return False
+        # pydantic's decoders on first use, not when the server starts
+        from rtc_signal.proto.bodies import decode_description
+        from rtc_signal.proto.envelope import decode
+
         try:
             envelope = decode(frame)
         except ProtocolError as exc:  # the router forwards only valid frames
@@ -302,12 +300,7 @@ class WhepGateway:
         session = self._open(peer_id, allowed_id)
         refused = self._send(
             session,
-            encode_request(
-                Command.OFFER,
-                session.source,
-                peer_id,
-                SessionDescription(type="offer", sdp=offer).to_json(),
-            ),
+            request_frame(Command.OFFER, session.source, peer_id, description_json("offer", offer)),
         )
         if refused is not None:
             self.end(session)
@@ -370,7 +363,7 @@ class WhepGateway:
         for line in lines:
             refused = self._send(
                 session,
-                encode_request(Command.CANDIDATE, session.source, session.peer_id, line.encode()),
+                request_frame(Command.CANDIDATE, session.source, session.peer_id, line.encode()),
             )
             if refused is not None:
                 return error(_http_status(refused[0]), refused[1], origin)
@@ -410,6 +403,8 @@ class WhepGateway:
 
 def _refusal(action: Send) -> tuple[int, str] | None:
     """(code, message) of an error Response the router sent a session; None for ok."""
+    from rtc_signal.proto.envelope import decode
+
     try:
         response = decode(action.frame).response
     except ProtocolError:

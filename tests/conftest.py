@@ -246,22 +246,31 @@ def _read_first_line(stream: IO[str], timeout: float) -> str | None:
 
 
 def start_server_process(
-    *extra_args: str, timeout: float = STARTUP_TIMEOUT
+    *extra_args: str,
+    timeout: float = STARTUP_TIMEOUT,
+    program: str | os.PathLike[str] | None = None,
+    cwd: str | os.PathLike[str] = REPO,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start ``rtc-signal serve --port 0 [extra_args]``; return (process, ws URL).
 
     The URL is read from the first stdout line (``listening on ws://...``).
-    ``extra_args`` come last, so they can override ``--port``/``--host``. Stop
-    it with :func:`stop_server_process` (or ``proc.terminate()`` + ``wait``).
+    ``extra_args`` come last, so they can override ``--port``/``--host``.
+    ``program`` is the ``rtc-signal`` executable to run (default:
+    :func:`server_command`), ``cwd`` and ``env`` are those of the process
+    (default: the checkout, our environment). Stop it with
+    :func:`stop_server_process` (or ``proc.terminate()`` + ``wait``).
     """
+    args = ("serve", "--host", "127.0.0.1", "--port", "0", *extra_args)
     stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
     proc = subprocess.Popen(
-        server_command("serve", "--host", "127.0.0.1", "--port", "0", *extra_args),
+        server_command(*args) if program is None else [os.fspath(program), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
-        cwd=REPO,
+        cwd=cwd,
+        env=env,
     )
     assert proc.stdout is not None
     line = _read_first_line(proc.stdout, timeout)

@@ -142,7 +142,7 @@ def test_reconnect_stops_at_401_when_the_token_is_no_longer_accepted() -> None:
     (HTTP 401), which retrying cannot fix, so the peer stops retrying; its
     call goes on, and once it has ended serve() raises HandshakeRefused."""
     from rtc_signal.peers.errors import HandshakeRefused
-    from rtc_signal.signaling import auth
+    from rtc_signal.proto import tokens
 
     old, new = b"first-secret-0123456789", b"second-secret-0123456789"
     expires = 2**31 + 1  # (2038: far enough)
@@ -158,10 +158,10 @@ def test_reconnect_stops_at_401_when_the_token_is_no_longer_accepted() -> None:
         await server.start()
         port = server.port
         answer_config = PeerConfig(
-            signal_url=server.url, ice=ICE, token=auth.mint(old, "rotated", expires)
+            signal_url=server.url, ice=ICE, token=tokens.mint(old, "rotated", expires)
         )
         caller_config = PeerConfig(
-            signal_url=server.url, ice=ICE, token=auth.mint(old, "caller", expires)
+            signal_url=server.url, ice=ICE, token=tokens.mint(old, "caller", expires)
         )
         peer = AnswerPeer(answer_config, "rotated", reconnect=FAST, on_status=lines.append)
         serving = asyncio.create_task(peer.serve(_echo))

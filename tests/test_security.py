@@ -18,8 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from rtc_signal.proto import Command, decode, encode_request
-from rtc_signal.signaling import auth
+from rtc_signal.proto import Command, decode, encode_request, tokens
 from rtc_signal.signaling.limits import RateLimit
 from rtc_signal.signaling.router import FORBIDDEN, NOT_FOUND, TOO_MANY_REQUESTS
 from rtc_signal.signaling.server import ServerConfig, SignalingServer
@@ -53,7 +52,7 @@ def http_get(url: str) -> str:
 
 
 def token(peer_id: str, ttl: float = 3600, secret: bytes = SECRET) -> str:
-    return auth.mint(secret, peer_id, int(time.time() + ttl))
+    return tokens.mint(secret, peer_id, int(time.time() + ttl))
 
 
 def bearer(tok: str) -> dict[str, Any]:

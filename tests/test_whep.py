@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from rtc_signal import proto
 from rtc_signal.peers import IceSettings, restrict_host_addresses
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 from rtc_signal.signaling.whep import candidate_lines, check_offer, parse_path, splice_candidates
 from tests.conftest import client, recv_envelope, register, run, running_server, within
 from tests.httpclient import HttpResponse, http_request
@@ -135,12 +135,12 @@ def test_a_peer_that_never_answers_gives_504_and_the_session_is_dropped() -> Non
 
 def test_with_a_secret_a_token_is_required_and_names_the_viewer() -> None:
     """--secret: no token 401, forged 401, valid token's ID is the offer's source."""
-    secret = auth.check_secret("s" * 32)
+    secret = tokens.check_secret("s" * 32)
 
     async def main() -> None:
         async with running_server(secret=secret, whep_timeout=0.5) as server:
-            cam_token = auth.mint(secret, "cam", int(time.time()) + 60)
-            viewer = auth.mint(secret, "viewer-7", int(time.time()) + 60)
+            cam_token = tokens.mint(secret, "cam", int(time.time()) + 60)
+            viewer = tokens.mint(secret, "viewer-7", int(time.time()) + 60)
             async with client(server.url, f"/register?token={cam_token}") as ws:
                 await register(ws, "cam")
                 assert (await post(server.url, "cam")).status == 401

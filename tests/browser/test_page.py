@@ -6,7 +6,7 @@ import re
 import time
 from typing import Any
 
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 
 
 def test_page_loads_and_registers_as_answer_peer(new_page: Any, page_url: Any) -> None:
@@ -138,8 +138,8 @@ def test_page_passes_its_token_and_shows_refusals(new_page: Any, start_server: A
     secret = "browser-test-secret-0123456789"
     url = start_server("--secret", secret).replace("ws://", "http://", 1)
     expires = int(time.time()) + 300
-    good = auth.mint(auth.check_secret(secret), "tok1", expires)
-    other = auth.mint(auth.check_secret(secret), "someone-else", expires)
+    good = tokens.mint(tokens.check_secret(secret), "tok1", expires)
+    other = tokens.mint(tokens.check_secret(secret), "someone-else", expires)
     page = new_page(f"{url}/?id=tok1&token={good}")
     page.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
     refused = new_page(f"{url}/?id=tok2&token={other}")

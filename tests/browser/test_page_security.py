@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 
 SECRET = "browser-secret-0123456789"
 #: a fixed port (the namespace is the test module's own) so that the allowed
@@ -18,7 +18,7 @@ ORIGIN = f"http://127.0.0.1:{PORT}"
 
 
 def token(peer_id: str) -> str:
-    return auth.mint(SECRET.encode(), peer_id, int(time.time()) + 3600)
+    return tokens.mint(SECRET.encode(), peer_id, int(time.time()) + 3600)
 
 
 def secured_server(procs: Any) -> str:

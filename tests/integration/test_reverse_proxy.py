@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 from tests.conftest import REPO, run, start_server_process, stop_server_process
 from tests.helpers_tls import CertFiles, self_signed_cert
 from tests.integration.procs import FAST, LOOPBACK, run_peer, start_peer, wait, wait_registered
@@ -112,7 +112,7 @@ def proxied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
 
 
 def token(peer_id: str) -> str:
-    return auth.mint(SECRET.encode(), peer_id, int(time.time()) + 600)
+    return tokens.mint(SECRET.encode(), peer_id, int(time.time()) + 600)
 
 
 def test_peers_call_through_the_readme_nginx_config(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_signal.signaling import auth
+from rtc_signal.proto import tokens
 from tests.conftest import (
     server_command,
     server_stderr,
@@ -77,9 +77,9 @@ def test_token_command_prints_a_token_for_the_id_valid_for_the_ttl() -> None:
     from_option = rtc_signal("token", "--id", "alice", "--ttl", "1h", "--secret", SECRET)
     assert from_option.returncode == 0, from_option.stderr
     for token in (from_env, from_option.stdout.strip()):
-        assert auth.verify(SECRET.encode(), token, before + 3590) == "alice"
-        with pytest.raises(auth.TokenError, match="expired"):
-            auth.verify(SECRET.encode(), token, time.time() + 3601)
+        assert tokens.verify(SECRET.encode(), token, before + 3590) == "alice"
+        with pytest.raises(tokens.TokenError, match="expired"):
+            tokens.verify(SECRET.encode(), token, time.time() + 3601)
 
 
 @pytest.mark.parametrize(
@@ -150,15 +150,15 @@ def test_peers_with_tokens_call_through_a_server_with_a_secret(
         ([], "HTTP 401: rtc-signal: a token is required"),
         (["--token", "not-a-token"], "HTTP 401: rtc-signal: invalid token: malformed"),
         (
-            ["--token", auth.mint(b"some-other-secret-123", "carol", int(time.time()) + 3600)],
+            ["--token", tokens.mint(b"some-other-secret-123", "carol", int(time.time()) + 3600)],
             "HTTP 401: rtc-signal: invalid token: token signature does not match",
         ),
         (
-            ["--token", auth.mint(SECRET.encode(), "carol", int(time.time()) - 1)],
+            ["--token", tokens.mint(SECRET.encode(), "carol", int(time.time()) - 1)],
             "HTTP 401: rtc-signal: invalid token: token for 'carol' expired",
         ),
         (
-            ["--token", auth.mint(SECRET.encode(), "mallory", int(time.time()) + 3600)],
+            ["--token", tokens.mint(SECRET.encode(), "mallory", int(time.time()) + 3600)],
             "is not the ID of this connection's token ('mallory') (code 403)",
         ),
     ],
