@@ -1,7 +1,7 @@
 """Start-up of the console scripts: Popen to exit, to listening, to the first message.
 
 Usage: ``python benchmarks/startup.py [--runs 11] [--timeout 30] [--time-limit 300] [--json]
-[--as-is]``
+[--as-is] [--before BIN_DIR]``
 
 Every row is a fresh process of the interpreter running this script (its
 installed console scripts, not a shim), timed from Popen:
@@ -17,6 +17,9 @@ installed console scripts, not a shim), timed from Popen:
    to its exit. It calls one ``rtc-peer answer --id bench --interval 0``
    process, started once and serving successive callers, on one
    ``rtc-signal serve --port 0``.
+6. With ``--before BIN_DIR``: rows 3 (``rtc-peer``), 4 and 5 again with the
+   console scripts of another installation (say, a venv with the previous
+   commit), interleaved with ours: a before/after ratio from one run.
 
 Each figure is the median (min, max) of ``--runs`` runs, interleaved: run 1 of
 every row, then run 2, ...; each run starts at the next row (rotating), so
@@ -40,6 +43,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from _common import (
     CACHE,
@@ -130,27 +134,37 @@ def wait_quiet(pid: int, timeout: float = 1.0, quiet: float = 0.05) -> None:
         last = now
 
 
-def probes(url: str, answer: Helper, timeout: float) -> tuple[list[Probe], dict[str, Row]]:
+def probes(
+    url: str, answer: Helper, timeout: float, before: Path | None
+) -> tuple[list[Probe], dict[str, Row]]:
     python = [sys.executable]
     peer, signal_ = console_script("rtc-peer"), console_script("rtc-signal")
 
     def to_exit(argv: Sequence[str]) -> Callable[[], tuple[float, ...]]:
         return lambda: (time_process(argv, timeout, False).exited * 1e3,)
 
-    def serve() -> tuple[float, ...]:
-        argv = [*signal_, "serve", "--port", "0", "--log-level", "warning"]
-        timed = time_process(argv, timeout, True, prefix="listening on ws://", stop_at_line=True)
-        assert timed.first_line is not None
-        return (timed.first_line * 1e3,)
+    def serve_with(signal_: list[str]) -> Callable[[], tuple[float, ...]]:
+        def serve() -> tuple[float, ...]:
+            argv = [*signal_, "serve", "--port", "0", "--log-level", "warning"]
+            timed = time_process(
+                argv, timeout, True, prefix="listening on ws://", stop_at_line=True
+            )
+            assert timed.first_line is not None
+            return (timed.first_line * 1e3,)
 
-    offer_argv = [*peer, "offer", "--target", TARGET, "--signal", url, *LOOPBACK, "--count", "1"]
+        return serve
 
-    def offer() -> tuple[float, ...]:
-        timed = time_process(offer_argv, timeout, True, prefix="recv ")
-        answer.check_alive()
-        wait_quiet(answer.proc.pid)
-        assert timed.first_line is not None
-        return timed.first_line * 1e3, timed.exited * 1e3
+    def offer_with(peer: list[str]) -> Callable[[], tuple[float, ...]]:
+        argv = [*peer, "offer", "--target", TARGET, "--signal", url, *LOOPBACK, "--count", "1"]
+
+        def offer() -> tuple[float, ...]:
+            timed = time_process(argv, timeout, True, prefix="recv ")
+            answer.check_alive()
+            wait_quiet(answer.proc.pid)
+            assert timed.first_line is not None
+            return timed.first_line * 1e3, timed.exited * 1e3
+
+        return offer
 
     rows = {
         "baseline": Row("python -c pass (baseline)"),
@@ -164,16 +178,33 @@ def probes(url: str, answer: Helper, timeout: float) -> tuple[list[Probe], dict[
         "offer_exit": Row("rtc-peer offer: Popen -> exit"),
     }
     r = rows
-    return [
+    kinds = [
         Probe((r["baseline"],), to_exit([*python, "-c", "pass"])),
         Probe((r["click"],), to_exit([*python, "-c", "import click"])),
         Probe((r["peer_version"],), to_exit([*peer, "--version"])),
         Probe((r["peer_help"],), to_exit([*peer, "--help"])),
         Probe((r["signal_version"],), to_exit([*signal_, "--version"])),
         Probe((r["signal_help"],), to_exit([*signal_, "--help"])),
-        Probe((r["serve"],), serve),
-        Probe((r["offer_first"], r["offer_exit"]), offer),
-    ], rows
+        Probe((r["serve"],), serve_with(signal_)),
+        Probe((r["offer_first"], r["offer_exit"]), offer_with(peer)),
+    ]
+    if before is not None:  # the same commands of another installation, interleaved
+        old_peer, old_signal = [str(before / "rtc-peer")], [str(before / "rtc-signal")]
+        for key, label in [
+            ("before_peer_version", "before: rtc-peer --version"),
+            ("before_peer_help", "before: rtc-peer --help"),
+            ("before_serve", "before: rtc-signal serve: Popen -> listening on"),
+            ("before_offer_first", "before: rtc-peer offer: Popen -> 1st `recv ` line"),
+            ("before_offer_exit", "before: rtc-peer offer: Popen -> exit"),
+        ]:
+            rows[key] = Row(label)
+        kinds += [
+            Probe((r["before_peer_version"],), to_exit([*old_peer, "--version"])),
+            Probe((r["before_peer_help"],), to_exit([*old_peer, "--help"])),
+            Probe((r["before_serve"],), serve_with(old_signal)),
+            Probe((r["before_offer_first"], r["before_offer_exit"]), offer_with(old_peer)),
+        ]
+    return kinds, rows
 
 
 def targets(rows: dict[str, Row]) -> list[Target]:
@@ -278,7 +309,7 @@ def bench(args: argparse.Namespace) -> None:
         [*console_script("rtc-peer"), "answer", "--id", TARGET, "--signal", url, *LOOPBACK],
     )
     answer.wait_line("rtc-peer: registered as", args.timeout)
-    kinds, rows = probes(url, answer, args.timeout)
+    kinds, rows = probes(url, answer, args.timeout, args.before)
     for run in range(args.runs + 1):  # run 0: warm-up (file cache, .pyc files)
         order = kinds[run % len(kinds) :] + kinds[: run % len(kinds)]
         for probe in order:
@@ -316,6 +347,13 @@ def main() -> int:
         "--as-is",
         action="store_true",
         help="leave PYTHONDONTWRITEBYTECODE and the bytecode cache as the environment has them",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="BIN_DIR",
+        help="also time the rtc-peer/rtc-signal of another installation (a venv's bin/, "
+        "e.g. of the previous release), interleaved with ours",
     )
     args = parser.parse_args()
     if args.runs < 1 or args.timeout <= 0:

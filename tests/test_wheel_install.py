@@ -86,17 +86,19 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in subprocess_env().items() if k not in dropped and k[:4] != "RTC_"}
 
 
+def _quiet_run(
+    argv: list[str], timeout: float, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` with no stdin, its output captured, bounded by ``timeout``."""
+    return subprocess.run(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
 def _pip(what: str, argv: list[str], timeout: float, cwd: Path, env: dict[str, str]) -> None:
     """Run a pip command; skip the module on a network error, fail on anything else."""
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = _quiet_run(argv, timeout, cwd, env)
     if done.returncode == 0:
         return
     output = done.stdout + done.stderr
@@ -142,15 +144,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     assert len(wheels) == 1, f"expected one wheel in {dist}: {wheels}"
 
     venv = root / "venv"
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", str(venv)],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=VENV_TIMEOUT,
-    )
+    made = _quiet_run([sys.executable, "-m", "venv", str(venv)], VENV_TIMEOUT, cwd, env)
     assert made.returncode == 0, f"python -m venv failed:\n{made.stdout}{made.stderr}"
     python = str(venv / "bin" / "python")
     _pip(

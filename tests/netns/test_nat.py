@@ -125,7 +125,7 @@ def timer_call(
     return answer, offer, elapsed
 
 
-_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO peers\.session: "
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO rtc_signal\.peers\.session: "
 
 
 def connect_seconds(offer: Proc) -> float:
