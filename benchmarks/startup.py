@@ -7,7 +7,9 @@ Every row is a fresh process of the interpreter running this script (its
 installed console scripts, not a shim), timed from Popen:
 
 1. ``python -c pass`` to exit: the baseline of every ratio;
-2. ``python -c "import click"`` to exit: the floor any click CLI pays (reference);
+2. ``python -c "import click"`` to exit: the floor any click CLI pays (reference),
+   and ``python -c "import aiortc, websockets.asyncio.client, pydantic, click"``:
+   the floor of any offer peer built on these (reference);
 3. ``rtc-peer --version``, ``rtc-peer --help``, ``rtc-signal --version``,
    ``rtc-signal --help`` to exit;
 4. ``rtc-signal serve --port 0 --log-level warning`` to its stdout line
@@ -74,6 +76,8 @@ GO_REFERENCE = (
     f"Go demo's offer binary: {GO_REFERENCE_MS:.0f} ms launch to first message "
     "(measured by the issue's reporter, not in this run)"
 )
+#: what any aiortc offer peer with a websockets client and pydantic models imports
+OFFER_IMPORTS = "aiortc, websockets.asyncio.client, pydantic, click"
 #: issue 10's targets
 MAX_CLI_RATIO = 4.0
 MAX_OFFER_FIRST_MS = 200.0
@@ -169,6 +173,7 @@ def probes(
     rows = {
         "baseline": Row("python -c pass (baseline)"),
         "click": Row('python -c "import click" (reference)'),
+        "floor": Row(f'python -c "import {OFFER_IMPORTS}" (the offer\'s floor)'),
         "peer_version": Row("rtc-peer --version"),
         "peer_help": Row("rtc-peer --help"),
         "signal_version": Row("rtc-signal --version"),
@@ -181,6 +186,7 @@ def probes(
     kinds = [
         Probe((r["baseline"],), to_exit([*python, "-c", "pass"])),
         Probe((r["click"],), to_exit([*python, "-c", "import click"])),
+        Probe((r["floor"],), to_exit([*python, "-c", f"import {OFFER_IMPORTS}"])),
         Probe((r["peer_version"],), to_exit([*peer, "--version"])),
         Probe((r["peer_help"],), to_exit([*peer, "--help"])),
         Probe((r["signal_version"],), to_exit([*signal_, "--version"])),
