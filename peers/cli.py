@@ -10,10 +10,8 @@ The offer side names its data channel after what it wants (``data``,
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -26,6 +24,8 @@ from rtc_signal.peers.errors import PeerError  # stdlib only
 from rtc_signal.proto import __version__
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rtc_signal.peers.media import MediaServer
     from rtc_signal.peers.media.viewer import WatchResult
     from rtc_signal.peers.reconnect import ReconnectPolicy
@@ -172,6 +172,15 @@ _reconnect_options = _apply(
 )
 
 
+def _path(value: str) -> Path:
+    """A path option's value as a pathlib.Path. Not click's ``path_type=Path``:
+    pathlib (~10 ms with what it imports) is loaded only when a path option is
+    given, not for ``--help``."""
+    from pathlib import Path
+
+    return Path(value)
+
+
 def _reconnect_policy(opts: dict[str, Any]) -> ReconnectPolicy | None:
     from rtc_signal.peers.reconnect import ReconnectPolicy
 
@@ -271,6 +280,7 @@ def _own_id(peer_id: str | None, opts: dict[str, Any]) -> str:
 
 def _run(main: Coroutine[Any, Any, None], log_level: str) -> None:
     import logging
+    import signal
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -302,6 +312,7 @@ async def _terminable(main: Coroutine[Any, Any, None]) -> None:
     instead of holding it for a reconnect (a service manager restarting
     `rtc-peer answer` would otherwise get 409 for the grace period)."""
     import asyncio
+    import signal
 
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -393,7 +404,8 @@ def main() -> None:
 @_data_options
 @click.option(
     "--accept-files",
-    type=click.Path(file_okay=False, path_type=Path),
+    "accept_files_option",
+    type=click.Path(file_okay=False),
     default=None,
     help="Accept files sent with `rtc-peer send` into this directory (off by default).",
 )
@@ -401,7 +413,7 @@ def main() -> None:
 @_media_options
 @_reconnect_options
 @_connection_options
-def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any) -> None:
+def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opts: Any) -> None:
     """Register as ID and answer every caller (until interrupted; one call with
     --count, --stdin or --pipe). With --video/--audio, every caller that asks
     for media gets the tracks, with or without a data channel."""
@@ -414,6 +426,7 @@ def answer(peer_id: str, accept_files: Path | None, overwrite: bool, **opts: Any
     config = _config(opts)
     reconnect = _reconnect_policy(opts)
     mode = _data_mode(opts)
+    accept_files = None if accept_files_option is None else _path(accept_files_option)
     if accept_files is not None and not accept_files.is_dir():
         raise click.UsageError(f"--accept-files: {accept_files} is not a directory")
     progress = sys.stderr.isatty()
@@ -493,7 +506,8 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
 @_data_options
 @click.option(
     "--record",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    "record_option",
+    type=click.Path(dir_okay=False, writable=True),
     default=None,
     help="Receive TARGET's video/audio and write it to this file (.mp4, .mkv, .ts), "
     "remuxed, not re-encoded.",
@@ -516,7 +530,7 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
 def offer(
     target: str,
     peer_id: str | None,
-    record: Path | None,
+    record_option: str | None,
     duration: float | None,
     controls: tuple[str, ...],
     **opts: Any,
@@ -527,6 +541,7 @@ def offer(
 
     config = _config(opts)
     mode = _data_mode(opts)
+    record = None if record_option is None else _path(record_option)
     if record is not None or duration is not None or controls:
         if mode != "timer" or opts["count"] is not None:
             raise click.UsageError("--record/--duration/--control watch media: no data workload")
@@ -561,15 +576,16 @@ def _watch_summary(result: WatchResult, record: Path | None) -> str:
 
 @main.command()
 @click.argument(
-    "files",
+    "file_options",
+    metavar="FILES...",
     nargs=-1,
     required=True,
-    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, readable=True),
 )
 @click.option("--target", required=True, help="The answer peer (run with --accept-files).")
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
 @_connection_options
-def send(files: tuple[Path, ...], target: str, peer_id: str | None, **opts: Any) -> None:
+def send(file_options: tuple[str, ...], target: str, peer_id: str | None, **opts: Any) -> None:
     """Send FILES to the answer peer TARGET (name, size and SHA-256 checked)."""
     from rtc_signal.peers.files import FILES_LABEL, send_files
     from rtc_signal.peers.session import call
@@ -579,7 +595,7 @@ def send(files: tuple[Path, ...], target: str, peer_id: str | None, **opts: Any)
 
     async def run() -> None:
         async with call(config, target, _own_id(peer_id, opts), FILES_LABEL) as c:
-            await send_files(c.channel, list(files), progress, _status)
+            await send_files(c.channel, [_path(f) for f in file_options], progress, _status)
 
     _run(run(), opts["log_level"])
 
