@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import math
-import resource
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from rtc_signal.proto import __version__, tokens
+from rtc_signal.proto import __version__
 
 # Only what the options need is imported here: the server (websockets,
 # asyncio, the protocol's pydantic models) is imported by `serve` itself, so
@@ -109,6 +106,8 @@ def _security_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _raise_fd_limit() -> int:
     """Raise the soft open-file limit to the hard one (each connection is a
     file); return the new soft limit."""
+    import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -122,6 +121,8 @@ def _raise_fd_limit() -> int:
 
 def _security_config(opts: dict[str, Any]) -> dict[str, Any]:
     """ServerConfig fields from the options of :func:`_security_options`."""
+    from rtc_signal.proto import tokens
+
     secret = None
     if opts["secret"] is not None:
         try:
@@ -261,6 +262,8 @@ def serve(
 def token(peer_id: str, ttl: str, secret: str | None) -> None:
     """Print a token that lets a peer register or call as ID (needs the
     server's secret)."""
+    from rtc_signal.proto import tokens
+
     if not secret:
         raise click.UsageError("a secret is needed: --secret or RTC_SIGNAL_SECRET")
     try:
@@ -273,6 +276,9 @@ def token(peer_id: str, ttl: str, secret: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="--ttl") from None
     if not peer_id:
         raise click.BadParameter("the ID must not be empty", param_hint="--id")
+    import math
+    import time
+
     click.echo(tokens.mint(key, peer_id, math.ceil(time.time() + seconds)))
 
 
