@@ -25,10 +25,17 @@ Per file::
 and after the last file ``{"type": "done"}`` from the sender, which then
 closes the channel.
 
-- ``name`` is a bare file name: the receiver refuses anything that could leave
-  its directory (empty, ``.``, ``..``, a ``/`` or ``\\``, a control character
-  such as NUL, longer than 255 bytes) with code ``unsafe-name``, and an
-  existing file unless it runs with ``--overwrite`` (``exists``).
+- ``name`` is a bare, visible file name (:func:`unsafe_name`): the receiver
+  refuses with code ``unsafe-name`` a name that is empty, ``.`` or ``..``,
+  holds a ``/``, ``\\`` or NUL, is longer than 255 bytes (UTF-8), starts with
+  ``.`` (hidden files such as ``.bashrc``, and names shaped like its own
+  temporary files ``.NAME.part-XXXXXXXX``), or holds a control or format
+  character (Unicode categories Cc and Cf: newlines, bidirectional overrides
+  and isolates such as U+202E, zero-width characters; also the line and
+  paragraph separators U+2028/U+2029), which could disguise a name in a
+  listing or a log. It refuses an existing file unless it runs with
+  ``--overwrite`` (``exists``), and a file larger than the free space of its
+  directory less :data:`FREE_SPACE_MARGIN` (``io-error``).
 - The receiver says ``ready`` (or refuses) before any data is sent, so that a
   refused file costs one round trip, not its whole size.
 - A refusal may also come while data is still flowing (``io-error`` when the
@@ -72,10 +79,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import sys
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +120,15 @@ STALL_TIMEOUT = 60.0
 #: How long a refusing peer waits for the sender to read its refusal and hang up.
 REFUSE_LINGER = 10.0
 NAME_MAX = 255
+#: Free space a file must leave in the receiver's directory (file-system
+#: overhead, and a disk never filled to the last byte by a caller).
+FREE_SPACE_MARGIN = 1 << 20
+#: What a receiver's temporary file is called: ``.NAME.part-XXXXXXXX``.
+_TEMP_NAME = re.compile(r"\..*\.part-[0-9a-f]{8}", re.DOTALL)
+#: Unicode categories refused in names: control (Cc), format (Cf: bidi
+#: overrides and isolates, LRM/RLM, zero-width characters, soft hyphen...),
+#: line and paragraph separators (Zl, Zp).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 # -- errors ------------------------------------------------------------------------
@@ -455,20 +473,48 @@ async def describe_file(path: Path, name: str | None = None) -> FileHeader:
 
 
 def unsafe_name(name: str) -> str | None:
-    """Why ``name`` is not a plain file name that stays in its directory (None if it is)."""
+    """Why ``name`` is not a plain, visible file name that stays in its
+    directory (None if it is). The one check, on both sides."""
     if name in ("", ".", ".."):
         return "not a file name"
     if "/" in name or "\\" in name:
         return "names with a path separator are refused"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        return "the name contains a control character (NUL, newline...)"
+    if "\0" in name:
+        return "the name contains a NUL character"
+    for char in name:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return (
+                f"the name contains the invisible or control character "
+                f"U+{ord(char):04X} (newline, bidirectional override, zero-width...)"
+            )
     try:
         encoded = name.encode()
     except UnicodeEncodeError:
         return "the name is not valid Unicode"
     if len(encoded) > NAME_MAX:
         return f"the name is longer than {NAME_MAX} bytes"
+    if _TEMP_NAME.fullmatch(name):
+        return "the name is shaped like the receiver's temporary files (.NAME.part-XXXXXXXX)"
+    if name.startswith("."):
+        return "hidden names (starting with '.') are refused"
     return None
+
+
+def _check_free_space(directory: Path, size: int) -> None:
+    """TransferIOError unless ``size`` bytes plus :data:`FREE_SPACE_MARGIN` fit
+    in ``directory``'s file system (the space an unprivileged user may use)."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        raise TransferIOError(
+            f"cannot check the free space of the directory: {exc.strerror or exc}"
+        ) from exc
+    if size + FREE_SPACE_MARGIN > free:
+        raise TransferIOError(
+            f"not enough free space: the file is {size} bytes ({_human(size)}), the "
+            f"receiver's directory has {free} bytes ({_human(free)}) free and keeps "
+            f"{_human(FREE_SPACE_MARGIN)} of it free"
+        )
 
 
 # -- sending -------------------------------------------------------------------------
@@ -684,6 +730,7 @@ async def _receive_file(
             raise UnsafeName(f"unsafe file name: {reason}")
         final = directory / header.name
         _check_destination(final, overwrite)
+        _check_free_space(directory, header.size)
         temp, file = await _create_temp(directory, header.name)
         try:
             await _send(channel, _dumps({"type": "ready", "name": header.name}))

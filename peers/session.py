@@ -265,6 +265,16 @@ async def _offer_side_pump(
             if request.target != peer_id:
                 log.warning("ignoring %s addressed to %r", envelope.command.name, request.target)
                 continue
+            if request.source != negotiation.remote_id:
+                # Only the peer we called may answer or send candidates. The
+                # server refuses others too; this holds against one that does not.
+                log.warning(
+                    "ignoring %s from %r: we called %r",
+                    envelope.command.name,
+                    request.source[:64],
+                    negotiation.remote_id,
+                )
+                continue
             await signaling.acknowledge(envelope.command)
             if envelope.command is Command.ANSWER and not negotiation.remote_set:
                 description = decode_description(request.body, Command.ANSWER, "answer")

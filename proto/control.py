@@ -15,7 +15,12 @@ Commands: ``ping`` (``t``: the sender's clock in ms, echoed, for the RTT),
 source for an IDR: ``{"requested": bool}``), ``pause``/``resume`` (stop or
 resume this viewer's video: ``{"paused": bool}``). Unknown fields are
 ignored. Anything malformed gets an ``ok: false`` reply with the request's
-``id`` when it has a usable one, else ``null``.
+``id`` when it has a usable one, else ``null``, and the channel goes on.
+
+Limits, checked before the JSON parser runs: a request is at most
+:data:`MAX_REQUEST` bytes of UTF-8 text and nests arrays/objects at most
+:data:`MAX_DEPTH` deep (a cheap scan, so that ``[[[[...`` cannot exhaust the
+parser's recursion); ``NaN``/``Infinity`` are not JSON and are refused too.
 
 Pure and synchronous, like the rest of :mod:`proto`.
 """
@@ -29,8 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Valid
 
 CONTROL_LABEL = "control"
 COMMANDS = ("ping", "stats", "keyframe", "pause", "resume")
-#: requests larger than this are refused unread (a control message is tiny)
+#: requests larger than this (UTF-8 bytes) are refused unread (a control message is tiny)
 MAX_REQUEST = 4096
+#: deepest nesting of arrays/objects a request may have (real ones have 1)
+MAX_DEPTH = 32
 
 
 class _Request(BaseModel):
@@ -79,11 +86,22 @@ def parse_request(message: str | bytes) -> Ping | Stats | Keyframe | Pause | Res
     """Validate one control message; ControlError with a clear message if bad."""
     if isinstance(message, bytes):
         raise ControlError("control messages are JSON text, not binary", None)
+    # Every character is at least one UTF-8 byte: a long string is refused
+    # before it is even encoded.
     if len(message) > MAX_REQUEST:
-        raise ControlError(f"control message too long ({len(message)} > {MAX_REQUEST})", None)
+        raise ControlError(f"control message too long (over {MAX_REQUEST} bytes)", None)
     try:
-        raw = json.loads(message)
-    except ValueError as exc:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: what undecodable bytes become
+        raise ControlError("control messages must be valid UTF-8 text", None) from None
+    if size > MAX_REQUEST:
+        raise ControlError(f"control message too long ({size} > {MAX_REQUEST} bytes)", None)
+    depth = _nesting_depth(message, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise ControlError(f"control message nested deeper than {MAX_DEPTH} levels", None)
+    try:
+        raw = json.loads(message, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces
         raise ControlError(f"not JSON: {exc}", None) from None
     if not isinstance(raw, dict):
         raise ControlError("a control request is a JSON object", None)
@@ -102,6 +120,38 @@ def parse_request(message: str | bytes) -> Ping | Stats | Keyframe | Pause | Res
             f"{'.'.join(str(p) for p in e['loc'][2:]) or cmd}: {e['msg']}" for e in exc.errors()
         )
         raise ControlError(f"bad {cmd!r} request: {problems}", request_id) from None
+
+
+def _nesting_depth(text: str, limit: int) -> int:
+    """How deep ``[``/``{`` nest in ``text`` outside JSON strings, counted up to
+    ``limit + 1`` (the scan stops there). Malformed text gets some number: the
+    parser reports what is wrong with it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    """``parse_constant`` for json.loads: NaN and +-Infinity are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def ok_reply(request_id: int, cmd: str, result: dict[str, Any]) -> str:

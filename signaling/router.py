@@ -22,6 +22,13 @@ Rules (codes are documented in the README):
   connection with the key may also take the ID over from a registered
   connection with the same key that the server has not yet seen drop.
 - Responses (101-104) from peers are only logged, as in the Go demo.
+- Calls belong to their callers (:mod:`signaling.calls`): an offer peer's
+  Offer (or a Candidate before it, as pion's peers send them) starts a call
+  with its target; an answer peer's Answer and Candidates reach an offer
+  peer only if that offer peer called it. Anything else gets 403 and never
+  reaches the other peer, whatever ``source`` and ``target`` say. A call
+  ends when either side leaves or after :data:`~signaling.calls.IDLE_TICKS`
+  of :meth:`Router.tick` without signaling.
 - Anything malformed is answered with 400 and the connection stays usable.
 - A connection opened with a token (see :mod:`proto.tokens`) may only
   register, or bind as an offer peer, the token's ID (403 otherwise).
@@ -38,6 +45,7 @@ from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.routing import peek_request
 from rtc_signal.proto.wire import response_frame
+from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 
 log = logging.getLogger(__name__)
@@ -188,6 +196,7 @@ class Router:
         #: answer-peer IDs held for a reconnect, by ID
         self._held: dict[str, _Hold] = {}
         self._hold_tokens = 0
+        self._calls = CallTable()
 
     # -- connection life cycle -------------------------------------------
 
@@ -210,7 +219,11 @@ class Router:
         says which ID, for :meth:`release`.
         """
         state = self._conns.pop(conn, None)
-        if state is None or state.peer_id is None:
+        if state is None:
+            return None
+        if state.path is Path.OFFER:
+            self._calls.drop_offer(conn)
+        if state.peer_id is None:
             return None
         registry = self._answers if state.path is Path.REGISTER else self._offers
         if registry.get(state.peer_id) != conn:
@@ -220,7 +233,9 @@ class Router:
             self._hold_tokens += 1
             self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens)
             log.info("answer peer %r left; its ID is held for it to reconnect", state.peer_id)
-            return Held(state.peer_id, self._hold_tokens)
+            return Held(state.peer_id, self._hold_tokens)  # its calls wait for it too
+        if state.path is Path.REGISTER:
+            self._calls.drop_answer(state.peer_id)
         log.info(
             "%s peer %r left",
             "answer" if state.path is Path.REGISTER else "offer",
@@ -235,8 +250,15 @@ class Router:
         if hold is None or hold.token != held.token:
             return False
         del self._held[held.peer_id]
+        self._calls.drop_answer(held.peer_id)
         log.info("answer peer %r did not come back; its ID is free", held.peer_id)
         return True
+
+    def tick(self) -> int:
+        """A unit of time passed (the I/O layer calls this on a timer): calls
+        without signaling for :data:`~signaling.calls.IDLE_TICKS` ticks end.
+        Returns how many ended."""
+        return self._calls.tick()
 
     # -- queries -----------------------------------------------------------
 
@@ -249,6 +271,10 @@ class Router:
 
     def offer_peers(self) -> list[str]:
         return sorted(self._offers)
+
+    def calls(self) -> int:
+        """How many calls (offer connection, answer peer) are known."""
+        return len(self._calls)
 
     def peer_id(self, conn: ConnId) -> str | None:
         state = self._conns.get(conn)
@@ -441,12 +467,29 @@ class Router:
                     conn, reply, NOT_FOUND, f"no {kind} peer is registered as {target!r}", text
                 )
             ]
+        refused = self._check_call(conn, state, command, target, target_conn)
+        if refused is not None:
+            return [self._error(conn, reply, FORBIDDEN, refused, text)]
         if state.path is Path.OFFER and state.peer_id is None:
             state.peer_id = source
             self._offers[source] = conn
             log.info("offer peer %r calls %r", source, target)
         self.stats.forwarded += 1
         return [Forward(target_conn, frame, conn, self._ack(reply, text), reply, target)]
+
+    def _check_call(
+        self, conn: ConnId, state: _Conn, command: Command, target: str, target_conn: ConnId
+    ) -> str | None:
+        """Start or check the call this request belongs to; why not, if refused."""
+        if state.path is Path.OFFER:
+            # The caller's own call (its source is bound to this connection):
+            # a Candidate may come before the Offer, as pion's peers send them.
+            self._calls.start(conn, target)
+            return None
+        assert state.peer_id is not None  # _route checked the registration
+        if self._calls.touch(target_conn, state.peer_id):
+            return None
+        return f"{target!r} has not called {state.peer_id!r}"
 
     def _ack(self, command: Command, text: bool) -> Frame:
         self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1

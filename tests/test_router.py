@@ -307,7 +307,8 @@ def test_first_offer_binds_source(registered: Router) -> None:
 
 
 def test_first_candidate_binds_source(registered: Router) -> None:
-    """A candidate sent before any offer also binds the /offer connection's source ID."""
+    """A candidate sent before any offer (as pion's peers may) also binds the /offer
+    connection's source ID and starts its call: the answer peer may answer it."""
     forward = single_forward(registered.receive(O1, candidate(OFFER_ID, ANSWER_ID)))
     assert forward.target == A1 and forward.reply is Command.CANDIDATE_RESPONSE
     assert registered.peer_id(O1) == OFFER_ID

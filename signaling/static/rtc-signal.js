@@ -475,7 +475,12 @@ export async function call(server, target, options = {}) {
   signaling.addEventListener("request", async (e) => {
     const { command, request } = e.detail;
     signaling.acknowledge(command);
-    if (request.source !== target) return;
+    if (request.source !== target) {
+      // only the peer we called may answer or send candidates (the server
+      // refuses others too; this holds against a server that does not)
+      console.warn(`rtc-signal: ignoring command ${command} from ${JSON.stringify(String(request.source).slice(0, 64))}: we called ${JSON.stringify(target)}`);
+      return;
+    }
     try {
       if (command === Command.ANSWER) {
         await session._setRemote(decodeDescription(request.body, "answer"));
