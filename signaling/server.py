@@ -49,6 +49,7 @@ from rtc_signal.proto import tokens
 from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import FastPathConnection
 from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
+from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.pages import Pages
 from rtc_signal.signaling.router import (
     TOO_MANY_REQUESTS,
@@ -288,12 +289,34 @@ class SignalingServer:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | Awaitable[Response] | None:
+        if _failed_early(connection):
+            return self._drop(connection, None)
         # At the connection limit every request is refused (pages and WHEP too).
-        return (
+        response = (
             self._over_capacity(connection)
             or self._check_path(connection, request)
             or self._admit(connection, request)
         )
+        if isinstance(response, Awaitable):
+            return self._drop_if_failed(connection, response)
+        return response
+
+    async def _drop_if_failed(
+        self, connection: ServerConnection, pending: Awaitable[Response]
+    ) -> Response:
+        response = await pending
+        return await self._drop(connection, response) if _failed_early(connection) else response
+
+    async def _drop(self, connection: ServerConnection, response: Response | None) -> Response:
+        """Close a connection that websockets failed before its HTTP response
+        (see :func:`_failed_early`); the response returned is not sent."""
+        log.info(
+            "dropping a request from %s: it was followed by data that is not a WebSocket frame",
+            connection.remote_address,
+        )
+        connection.transport.abort()
+        await connection.wait_closed()  # (CLOSED: websockets sends nothing more)
+        return response or connection.respond(http.HTTPStatus.BAD_REQUEST, "")
 
     def _over_capacity(self, connection: ServerConnection) -> Response | None:
         limit = self.config.max_connections
@@ -319,9 +342,12 @@ class SignalingServer:
         # No Origin header: not a browser (which always sends one), so the
         # allowlist, a defence against other sites' pages, does not apply.
         if cfg.allow_origins and origin is not None and origin not in cfg.allow_origins:
-            return _refusal(connection, http.HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+            return _refusal(
+                connection, http.HTTPStatus.FORBIDDEN, f"origin {clip(origin)} not allowed"
+            )
         if cfg.secret is not None:
             token = tokens.token_from_request(request.path, authorization)
+            logged = None
             if token is None:
                 why = "a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)"
             else:
@@ -330,8 +356,9 @@ class SignalingServer:
                     why = ""
                 except tokens.TokenError as exc:
                     why = f"invalid token: {exc}"
+                    logged = f"invalid token: {clip(exc)}"
             if why:
-                response = _refusal(connection, http.HTTPStatus.UNAUTHORIZED, why)
+                response = _refusal(connection, http.HTTPStatus.UNAUTHORIZED, why, logged)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="rtc-signal"'
                 return response
         # Counted from admission (not from the end of the handshake, as websockets'
@@ -344,25 +371,30 @@ class SignalingServer:
     def _check_path(
         self, connection: ServerConnection, request: Request
     ) -> Response | Awaitable[Response] | None:
+        assert isinstance(connection, FastPathConnection)
         path = urlsplit(request.path).path
+        if self.whep is not None and path.startswith(WHEP_PREFIX):
+            # (it refuses what the splitter refused itself, with its CORS headers)
+            return self.whep.handle(connection, request)
+        if connection.splitter is not None and connection.splitter.refusal is not None:
+            return _refusal(connection, *connection.splitter.refusal)
         if path in (Path.REGISTER.value, Path.OFFER.value):
             try:
                 resume_key(request.path)
             except ValueError as exc:
                 return connection.respond(http.HTTPStatus.BAD_REQUEST, f"rtc-signal: {exc}\n")
             return None
-        if self.whep is not None and path.startswith(WHEP_PREFIX):
-            assert isinstance(connection, FastPathConnection)
-            return self.whep.handle(connection, request)
         if self.pages is not None and not _is_upgrade(request):
-            if request.method != "GET":
+            if request.method not in ("GET", "HEAD"):
                 response = connection.respond(
                     http.HTTPStatus.METHOD_NOT_ALLOWED, "rtc-signal: pages are read with GET\n"
                 )
-                response.headers["Allow"] = "GET"
+                response.headers["Allow"] = "GET, HEAD"
                 return response
             page = self.pages.respond(path, request.headers.get("If-None-Match"))
-            return plainhttp.response(page.status, Headers(page.headers), page.body)
+            return plainhttp.response(
+                page.status, Headers(page.headers), page.body, head=request.method == "HEAD"
+            )
         return connection.respond(
             http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
         )
@@ -451,10 +483,11 @@ class SignalingServer:
             # that a flood costs a few reads a second, not all our CPU time.
             ws.throttle(limit.pause)
             return
+        peer_id = self.router.peer_id(ws.conn_id)
         log.warning(
             "conn %s (%s): over the rate limit for %g s, closing",
             ws.conn_id,
-            self.router.peer_id(ws.conn_id) or "unregistered",
+            "unregistered" if peer_id is None else clip(peer_id),
             limit.grace,
         )
         ws.fail(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
@@ -610,10 +643,35 @@ class SignalingServer:
                 ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 
-def _refusal(connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
-    """An HTTP refusal of the handshake with a one-line plain-text reason."""
-    log.info("refusing a handshake from %s: %d %s", connection.remote_address, status, why)
+def _refusal(
+    connection: ServerConnection, status: http.HTTPStatus, why: str, logged: str | None = None
+) -> Response:
+    """An HTTP refusal of the handshake with a one-line plain-text reason
+    (``logged``: the reason for the log, if ``why`` has unclipped values)."""
+    log.info(
+        "refusing a handshake from %s: %d %s",
+        connection.remote_address,
+        status,
+        why if logged is None else logged,
+    )
     return connection.respond(status, f"rtc-signal: {why}\n")
+
+
+def _failed_early(connection: ServerConnection) -> bool:
+    """Whether websockets failed ``connection`` before its HTTP response.
+
+    What follows a request goes to websockets' frame parser at once (the
+    request may be a handshake), in state CONNECTING. If those bytes are not a
+    frame, ``Protocol.fail()`` half-closes the connection (``send_eof``,
+    written at once) but leaves the state CONNECTING; the handshake then
+    still sends a response, whose ``send_eof`` fails ``assert not
+    self.eof_sent``: websockets logs "unexpected internal error" with the
+    traceback, and the response is lost anyway (after the EOF). The
+    :class:`~signaling.plainhttp.BodySplitter` keeps most such bytes from
+    websockets; this catches the rest (bytes that came in a later read).
+    """
+    protocol = connection.protocol
+    return protocol.state is State.CONNECTING and protocol.eof_sent
 
 
 def _is_upgrade(request: Request) -> bool:

@@ -32,6 +32,7 @@ from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.wire import CANDIDATE_PREFIX, description_json, request_frame
 from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import BodyTooLarge, FastPathConnection
+from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.router import Forward, Path, Router, Send
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,12 @@ def respond(
     return plainhttp.response(status, fields, body)
 
 
-def error(status: http.HTTPStatus, why: str, origin: str | None = None) -> Response:
-    log.info("WHEP: %d %s", status.value, why)
+def error(
+    status: http.HTTPStatus, why: str, origin: str | None = None, logged: str | None = None
+) -> Response:
+    """An error response with a one-line reason (``logged``: the reason for
+    the log, if ``why`` has unclipped values)."""
+    log.info("WHEP: %d %s", status.value, why if logged is None else logged)
     return respond(status, f"rtc-signal WHEP: {why}\n", origin=origin)
 
 
@@ -188,7 +193,7 @@ class WhepGateway:
         try:
             envelope = decode(frame)
         except ProtocolError as exc:  # the router forwards only valid frames
-            log.warning("WHEP %s: unreadable frame: %s", session.source, exc)
+            log.warning("WHEP %s: unreadable frame: %s", clip(session.source), clip(exc))
             return True
         if envelope.command is Command.ANSWER and not session.answer.done():
             try:
@@ -223,7 +228,11 @@ class WhepGateway:
         """Answer one HTTP request whose path starts with /whep/."""
         origin = request.headers.get("Origin")
         if self.allow_origins and origin is not None and origin not in self.allow_origins:
-            return error(http.HTTPStatus.FORBIDDEN, f"origin {origin!r} not allowed")
+            return error(http.HTTPStatus.FORBIDDEN, f"origin {clip(origin)} not allowed")
+        # a body that cannot be delimited (411, 400): nothing of it was read
+        splitter = connection.splitter
+        if splitter is not None and splitter.refusal is not None:
+            return error(*splitter.refusal, origin)
         parsed = parse_path(urlsplit(request.path).path)
         if parsed is None:
             return error(http.HTTPStatus.NOT_FOUND, "use /whep/<peer-id>", origin)
@@ -259,7 +268,7 @@ class WhepGateway:
     @staticmethod
     def _not_allowed(method: str, allowed: str, origin: str | None) -> Response:
         response = error(
-            http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed here", origin
+            http.HTTPStatus.METHOD_NOT_ALLOWED, f"{clip(method)} is not allowed here", origin
         )
         response.headers["Allow"] = allowed
         return response
@@ -269,9 +278,10 @@ class WhepGateway:
     ) -> Response:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != SDP:
+            given = clip(content_type) if content_type else "missing"
             return error(
                 http.HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                f"Content-Type must be {SDP}, not {content_type or 'missing'}",
+                f"Content-Type must be {SDP}, not {given}",
                 origin,
             )
         try:
@@ -290,10 +300,17 @@ class WhepGateway:
             try:
                 allowed_id = tokens.verify(self.secret, token, time.time())
             except tokens.TokenError as exc:
-                return error(http.HTTPStatus.UNAUTHORIZED, f"invalid token: {exc}", origin)
+                return error(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    f"invalid token: {exc}",
+                    origin,
+                    logged=f"invalid token: {clip(exc)}",
+                )
         if peer_id not in self.router.answer_peers():
             return error(
-                http.HTTPStatus.NOT_FOUND, f"no answer peer is registered as {peer_id!r}", origin
+                http.HTTPStatus.NOT_FOUND,
+                f"no answer peer is registered as {clip(peer_id)}",
+                origin,
             )
         if len(self.sessions) >= MAX_SESSIONS:
             return error(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many WHEP sessions", origin)
@@ -304,22 +321,22 @@ class WhepGateway:
         )
         if refused is not None:
             self.end(session)
-            return error(_http_status(refused[0]), refused[1], origin)
+            return error(_http_status(refused[0]), refused[1], origin, logged=clip(refused[1]))
         try:
             answer = await asyncio.wait_for(asyncio.shield(session.answer), self.answer_timeout)
         except TimeoutError:
             self.end(session)
             return error(
                 http.HTTPStatus.GATEWAY_TIMEOUT,
-                f"peer {peer_id!r} did not answer within {self.answer_timeout:g} s",
+                f"peer {clip(peer_id)} did not answer within {self.answer_timeout:g} s",
                 origin,
             )
-        except ValueError as exc:
+        except ValueError as exc:  # (the peer's answer is unreadable)
             self.end(session)
-            return error(http.HTTPStatus.BAD_GATEWAY, str(exc), origin)
+            return error(http.HTTPStatus.BAD_GATEWAY, str(exc), origin, logged=clip(exc))
         if not has_candidates(answer):
             answer = splice_candidates(answer, await self._gathered(session))
-        log.info("WHEP %s: watching %r", session.source, peer_id)
+        log.info("WHEP %s: watching %s", clip(session.source), clip(peer_id))
         location = f"{PREFIX}{request.path[len(PREFIX) :].split('?')[0]}/{session.resource}"
         return respond(
             http.HTTPStatus.CREATED,
@@ -366,7 +383,7 @@ class WhepGateway:
                 request_frame(Command.CANDIDATE, session.source, session.peer_id, line.encode()),
             )
             if refused is not None:
-                return error(_http_status(refused[0]), refused[1], origin)
+                return error(_http_status(refused[0]), refused[1], origin, logged=clip(refused[1]))
         return respond(http.HTTPStatus.NO_CONTENT, origin=origin)
 
     # -- sessions ------------------------------------------------------------
@@ -394,7 +411,7 @@ class WhepGateway:
         if not session.answer.done():
             session.answer.cancel()
         self.router.disconnect(session.conn, hold=False)
-        log.info("WHEP %s: ended", session.source)
+        log.info("WHEP %s: ended", clip(session.source))
 
     def close(self) -> None:
         for session in list(self.sessions.values()):

@@ -113,12 +113,12 @@ def test_cli_serves_the_page_and_no_pages_turns_it_off(
 
 
 def test_pages_are_read_with_get_only() -> None:
-    """POST / gets 405 with Allow: GET (a body never reaches websockets' parser)."""
+    """POST / gets 405 with Allow: GET, HEAD (a body never reaches websockets' parser)."""
 
     async def main() -> None:
         async with running_server() as server:
             response = await http_request(server.url, "POST", "/", body=b"x=1")
             assert response.status == 405
-            assert response.headers["allow"] == "GET"
+            assert response.headers["allow"] == "GET, HEAD"
 
     run(main())
