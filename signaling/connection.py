@@ -101,12 +101,14 @@ class FastPathConnection(ServerConnection):
         "body_waiter",
         "bucket",
         "conn_id",
+        "credits",
         "dirty",
         "failed",
         "fragments",
         "fragments_text",
         "frame_limit",
         "idle",
+        "inbox",
         "out",
         "owner",
         "partial",
@@ -163,6 +165,12 @@ class FastPathConnection(ServerConnection):
         self.admitted_in: set[ServerConnection] | None = None
         #: the message rate limit's state, if the owner limits the rate
         self.bucket: TokenBucket | None = None
+        #: the budget of frames others may have forwarded to us (same limit)
+        self.inbox: TokenBucket | None = None
+        #: messages we may send without charge to ``bucket``: one per frame
+        #: forwarded to us (its ack, our answer), so that what others send us
+        #: is never charged to us (see the owner's ``receive``)
+        self.credits = 0
         # -- plain HTTP requests on the same port (WHEP) ---------------------
         #: until the head is parsed: cuts off a request body (see plainhttp)
         self.splitter: BodySplitter | None = BodySplitter(MAX_HTTP_BODY)

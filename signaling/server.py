@@ -139,6 +139,16 @@ class ServerConfig:
     keyfile: str | None = None
 
 
+#: seconds between two ticks of the router's call table: a call without
+#: signaling ends after IDLE_TICKS of them (10 minutes)
+CALL_TICK = 60.0
+#: reply credits a connection may bank (frames forwarded to it, not yet answered)
+MAX_CREDITS = 256
+#: the inbox budget of a connection, in rate limits (see SignalingServer)
+INBOX_SHARES = 4
+_INBOX_FULL = "the target is receiving more than the rate limit allows; message dropped"
+
+
 class SignalingServer:
     """A running signaling server. Use as ``async with SignalingServer(cfg) as s``.
 
@@ -155,11 +165,22 @@ class SignalingServer:
         #: connections with buffered output, to flush
         self._dirty: list[FastPathConnection] = []
         self._keepalive_task: asyncio.Task[None] | None = None
+        self._call_tick: asyncio.TimerHandle | None = None
         #: pending releases of held IDs (see Router.disconnect)
         self._releases: dict[str, asyncio.TimerHandle] = {}
         #: connections past admission whose TCP connection is still open
         self._admitted: set[ServerConnection] = set()
         self.pages = Pages() if config.serve_pages else None
+        #: what all senders together may forward to one connection: several
+        #: callers' worth (a fan-in of INBOX_SHARES at the full rate), so that
+        #: honest callers get through while a flooding crowd is refused at the
+        #: flooders, not charged to the target
+        limit = config.rate_limit
+        self._inbox_limit = (
+            limit
+            if limit is None
+            else RateLimit(limit.rate * INBOX_SHARES, limit.burst * INBOX_SHARES)
+        )
         self.whep = (
             WhepGateway(
                 self.router,
@@ -211,6 +232,7 @@ class SignalingServer:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout)
             )
+        self._schedule_call_tick()
         log.info("listening on %s", self.url)
         self._log_security()
         if self.pages is not None:
@@ -225,6 +247,9 @@ class SignalingServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keepalive_task
             self._keepalive_task = None
+        if self._call_tick is not None:
+            self._call_tick.cancel()
+            self._call_tick = None
         if self.whep is not None:
             self.whep.close()
         server = self._server
@@ -245,6 +270,15 @@ class SignalingServer:
         for handle in self._releases.values():
             handle.cancel()
         self._releases.clear()
+
+    def _schedule_call_tick(self) -> None:
+        def tick() -> None:
+            ended = self.router.tick()
+            if ended:
+                log.debug("%d calls without signaling for a while ended", ended)
+            self._schedule_call_tick()
+
+        self._call_tick = asyncio.get_running_loop().call_later(CALL_TICK, tick)
 
     async def serve_forever(self) -> None:
         assert self._server is not None, "server not started"
@@ -416,8 +450,13 @@ class SignalingServer:
         cfg = self.config
         if cfg.rate_limit is not None:
             ws.bucket = cfg.rate_limit.bucket(_monotonic())
-        if cfg.idle_timeout is not None:
-            ws.loop.call_later(cfg.idle_timeout, self._check_idle, conn)
+            assert self._inbox_limit is not None
+            ws.inbox = self._inbox_limit.bucket(_monotonic())
+        idle_timer = (
+            None
+            if cfg.idle_timeout is None
+            else ws.loop.call_later(cfg.idle_timeout, self._check_idle, conn)
+        )
         try:
             ws.start(self, conn)
             self._run_backlog(ws)  # messages that came before this task started
@@ -429,6 +468,8 @@ class SignalingServer:
                 ws.idle = ws.loop.create_future()
                 await ws.idle
         finally:
+            if idle_timer is not None:
+                idle_timer.cancel()  # (it would keep the closed connection for its delay)
             ws.owner = None
             ws.backlog = None
             # A peer that closed with 1000 is leaving: hold nothing for it.
@@ -460,11 +501,17 @@ class SignalingServer:
         """Route one message from ``ws`` (not held, nothing queued before it)."""
         bucket = ws.bucket
         if bucket is not None:
-            now = _monotonic()  # (cheaper than loop.time(), a method around it)
-            verdict = bucket.take(now)
-            if verdict != ALLOW:
-                self._over_rate(ws, message, verdict, now)
-                return
+            if ws.credits:
+                # a reply to what others sent us (an ack, an answer): theirs
+                # was charged to them; charging it to us would let anyone
+                # push us over our limit (amplification)
+                ws.credits -= 1
+            else:
+                now = _monotonic()  # (cheaper than loop.time(), a method around it)
+                verdict = bucket.take(now)
+                if verdict != ALLOW:
+                    self._over_rate(ws, message, verdict, now)
+                    return
         self._perform(ws, self.router.receive(ws.conn_id, message))
 
     def _over_rate(
@@ -515,6 +562,11 @@ class SignalingServer:
                 elif target is None or target.protocol.state is not _OPEN:
                     self._perform(ws, self.router.forward_failed(action))
                     blocked = ws.waiting_on is not None
+                elif not self._inbox_allows(target, ws):
+                    refusal = self.router.refuse(
+                        ws.conn_id, action.frame, TOO_MANY_REQUESTS, _INBOX_FULL
+                    )
+                    blocked = self._write(ws, refusal.frame, ws, None)
                 else:
                     # the ack is held while the forward waits for the target
                     blocked = self._write(target, action.frame, ws, action) or self._write(
@@ -527,6 +579,24 @@ class SignalingServer:
                 for rest in reversed(actions[i + 1 :]):
                     ws.hold(rest, first=True)
                 return
+
+    def _inbox_allows(self, target: FastPathConnection, sender: FastPathConnection) -> bool:
+        """Whether ``target`` may get one more forwarded frame now (its inbox
+        budget); if so it earns a reply credit. Over the budget the frame is
+        refused at the sender (429), so that floods are refused where they
+        start and the target's own budget stays its own."""
+        inbox = target.inbox
+        if inbox is not None and inbox.take(_monotonic()) != ALLOW:
+            if inbox.over_since == inbox.stamp:  # the first refusal of the episode
+                log.info(
+                    "conn %s: forwards to conn %s refused, its inbox is over the rate limit",
+                    sender.conn_id,
+                    target.conn_id,
+                )
+            return False
+        if target.credits < MAX_CREDITS:
+            target.credits += 1
+        return True
 
     def _write_to(self, conn: ConnId, frame: Message) -> bool:
         """Write ``frame`` to connection ``conn`` now (WHEP); False if it is gone."""
