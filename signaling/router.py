@@ -47,6 +47,7 @@ from rtc_signal.proto.routing import peek_request
 from rtc_signal.proto.wire import response_frame
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
+from rtc_signal.signaling.logtext import clip
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ NOT_FOUND = 404
 CONFLICT = 409
 TOO_LARGE = 413
 TOO_MANY_REQUESTS = 429
+
+#: refusals of one connection logged one by one; after them, one line per
+#: REFUSALS_PER_LINE (with the count), so that a client repeating a refused
+#: frame cannot fill the log
+LOGGED_REFUSALS = 10
+REFUSALS_PER_LINE = 100
 
 
 class Path(enum.Enum):
@@ -114,6 +121,8 @@ class _Conn:
     resume: str | None = None
     #: the only ID this connection may use (its token's), or None: any ID
     allowed_id: str | None = None
+    #: how many of its frames were refused (for the log)
+    refusals: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +171,8 @@ _RESPONSE = {c: c.response for c in Command}
 
 
 def _not_token_id(peer_id: str, state: _Conn) -> str:
-    return f"source {peer_id!r} is not the ID of this connection's token ({state.allowed_id!r})"
+    token_id = clip(state.allowed_id)
+    return f"source {clip(peer_id)} is not the ID of this connection's token ({token_id})"
 
 
 class _Replies:
@@ -232,14 +242,14 @@ class Router:
         if hold and state.path is Path.REGISTER and state.resume is not None:
             self._hold_tokens += 1
             self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens)
-            log.info("answer peer %r left; its ID is held for it to reconnect", state.peer_id)
+            log.info("answer peer %s left; its ID is held for it to reconnect", clip(state.peer_id))
             return Held(state.peer_id, self._hold_tokens)  # its calls wait for it too
         if state.path is Path.REGISTER:
             self._calls.drop_answer(state.peer_id)
         log.info(
-            "%s peer %r left",
+            "%s peer %s left",
             "answer" if state.path is Path.REGISTER else "offer",
-            state.peer_id,
+            clip(state.peer_id),
         )
         return None
 
@@ -251,7 +261,7 @@ class Router:
             return False
         del self._held[held.peer_id]
         self._calls.drop_answer(held.peer_id)
-        log.info("answer peer %r did not come back; its ID is free", held.peer_id)
+        log.info("answer peer %s did not come back; its ID is free", clip(held.peer_id))
         return True
 
     def tick(self) -> int:
@@ -323,11 +333,11 @@ class Router:
             if not command.is_request:
                 response = envelope.response
                 log.debug(
-                    "conn %s: response %d code=%d msg=%r",
+                    "conn %s: response %d code=%d msg=%s",
                     conn,
                     command,
                     response.code,
-                    response.msg,
+                    clip(response.msg),
                 )
                 return []
             request = envelope.request
@@ -354,7 +364,7 @@ class Router:
                 action.sender,
                 action.reply,
                 NOT_FOUND,
-                f"peer {action.target_id!r} has gone",
+                f"peer {clip(action.target_id)} has gone",
                 isinstance(action.frame, str),
             )
         ]
@@ -374,12 +384,14 @@ class Router:
                 conn,
                 reply,
                 CONFLICT,
-                f"this connection is already registered as {state.peer_id!r}",
+                f"this connection is already registered as {clip(state.peer_id)}",
                 text,
             )
         holder = self._answers.get(peer_id)
         if holder is not None and holder != conn and not self._take_over(holder, state):
-            return self._error(conn, reply, CONFLICT, f"ID {peer_id!r} is already registered", text)
+            return self._error(
+                conn, reply, CONFLICT, f"ID {clip(peer_id)} is already registered", text
+            )
         hold = self._held.get(peer_id)
         if hold is not None:
             if hold.resume != state.resume:
@@ -387,14 +399,14 @@ class Router:
                     conn,
                     reply,
                     CONFLICT,
-                    f"ID {peer_id!r} is held for its reconnecting peer",
+                    f"ID {clip(peer_id)} is held for its reconnecting peer",
                     text,
                 )
             del self._held[peer_id]
-            log.info("answer peer %r came back", peer_id)
+            log.info("answer peer %s came back", clip(peer_id))
         self._answers[peer_id] = conn
         state.peer_id = peer_id
-        log.info("answer peer %r registered", peer_id)
+        log.info("answer peer %s registered", clip(peer_id))
         return self._ok(conn, reply, text)
 
     def _take_over(self, holder: ConnId, state: _Conn) -> bool:
@@ -404,7 +416,7 @@ class Router:
         old = self._conns.get(holder)
         if old is None or state.resume is None or old.resume != state.resume:
             return False
-        log.info("answer peer %r reconnected before its old connection closed", old.peer_id)
+        log.info("answer peer %s reconnected before its old connection closed", clip(old.peer_id))
         old.peer_id = None  # its frames now need a registration; its close frees nothing
         return True
 
@@ -430,7 +442,7 @@ class Router:
                         conn,
                         reply,
                         FORBIDDEN,
-                        f"source {source!r} is not this connection's ID {state.peer_id!r}",
+                        f"source {clip(source)} is not this connection's ID {clip(state.peer_id)}",
                         text,
                     )
                 ]
@@ -448,7 +460,7 @@ class Router:
                         conn,
                         reply,
                         FORBIDDEN,
-                        f"source {source!r} is not this connection's ID {state.peer_id!r}",
+                        f"source {clip(source)} is not this connection's ID {clip(state.peer_id)}",
                         text,
                     )
                 ]
@@ -457,14 +469,14 @@ class Router:
             holder = self._offers.get(source)
             if holder is not None and holder != conn:
                 return [
-                    self._error(conn, reply, CONFLICT, f"ID {source!r} is already in use", text)
+                    self._error(conn, reply, CONFLICT, f"ID {clip(source)} is already in use", text)
                 ]
             registry, kind = self._answers, "answer"
         target_conn = registry.get(target)
         if target_conn is None:
             return [
                 self._error(
-                    conn, reply, NOT_FOUND, f"no {kind} peer is registered as {target!r}", text
+                    conn, reply, NOT_FOUND, f"no {kind} peer is registered as {clip(target)}", text
                 )
             ]
         refused = self._check_call(conn, state, command, target, target_conn)
@@ -473,7 +485,7 @@ class Router:
         if state.path is Path.OFFER and state.peer_id is None:
             state.peer_id = source
             self._offers[source] = conn
-            log.info("offer peer %r calls %r", source, target)
+            log.info("offer peer %s calls %s", clip(source), clip(target))
         self.stats.forwarded += 1
         return [Forward(target_conn, frame, conn, self._ack(reply, text), reply, target)]
 
@@ -489,7 +501,7 @@ class Router:
         assert state.peer_id is not None  # _route checked the registration
         if self._calls.touch(target_conn, state.peer_id):
             return None
-        return f"{target!r} has not called {state.peer_id!r}"
+        return f"{clip(target)} has not called {clip(state.peer_id)}"
 
     def _ack(self, command: Command, text: bool) -> Frame:
         self.stats.by_code[OK] = self.stats.by_code.get(OK, 0) + 1
@@ -505,5 +517,20 @@ class Router:
         self.stats.errors += 1
         self.stats.by_code[code] = self.stats.by_code.get(code, 0) + 1
         if log_it:
-            log.info("conn %s: refusing with %d: %s", conn, code, msg)
+            state = self._conns.get(conn)
+            refusals = 0 if state is None else state.refusals + 1
+            if state is not None:
+                state.refusals = refusals
+            # A client that keeps sending what is refused would fill the log:
+            # its first refusals are logged, then one line per hundred.
+            if refusals <= LOGGED_REFUSALS:
+                log.info("conn %s: refusing with %d: %s", conn, code, msg)
+            elif refusals % REFUSALS_PER_LINE == 0:
+                log.info(
+                    "conn %s: refusing with %d: %s (%d refusals of this connection so far)",
+                    conn,
+                    code,
+                    msg,
+                    refusals,
+                )
         return Send(conn, self._replies.get(reply, code, msg, text))
