@@ -61,8 +61,18 @@ def _security_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--max-connections",
             type=click.IntRange(1),
             default=None,
-            help="Open connections beyond which handshakes get HTTP 503. "
+            help="Open TCP connections (counted from accept) beyond which the oldest "
+            "one still sending its request is dropped, or, if none is, new ones get "
+            "HTTP 503. "
             f"Default: the open-file limit (raised to its maximum) minus {FD_RESERVE}.",
+        ),
+        click.option(
+            "--handshake-timeout",
+            default=10.0,
+            show_default=True,
+            type=click.FloatRange(0, 10, min_open=True),
+            help="Seconds from TCP accept to the end of the WebSocket handshake; "
+            "slower connections are closed.",
         ),
         click.option(
             "--rate-limit",
@@ -140,6 +150,7 @@ def _security_config(opts: dict[str, Any]) -> dict[str, Any]:
         "secret": secret,
         "allow_origins": tuple(opts["allow_origins"]),
         "max_connections": max_connections,
+        "handshake_timeout": opts["handshake_timeout"],
         "rate_limit": RateLimit(rate, opts["rate_burst"]) if rate else None,
         "idle_timeout": opts["idle_timeout"] or None,
         "certfile": opts["certfile"],

@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover (websockets built without its C extension)
     from websockets.utils import apply_mask
 
+from rtc_signal.signaling.gate import AcceptGate
 from rtc_signal.signaling.limits import TokenBucket
 from rtc_signal.signaling.plainhttp import BodySplitter
 from rtc_signal.signaling.router import Action, ConnId, Forward
@@ -78,6 +79,13 @@ class ConnectionOwner(Protocol):
 
 #: the largest plain HTTP request body read (a WHEP offer is a few KiB)
 MAX_HTTP_BODY = 64 * 1024
+_FULL_BODY = b"rtc-signal: too many connections; try again later\n"
+#: the answer to a connection accepted over the limit (see connection_made)
+FULL_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_FULL_BODY), _FULL_BODY)
+)
 
 
 class BodyTooLarge(ValueError):
@@ -94,7 +102,6 @@ class FastPathConnection(ServerConnection):
     # Slots, not instance attributes: websockets already sets 27, and past 30
     # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
     __slots__ = (
-        "admitted_in",
         "allowed_id",
         "backlog",
         "blocked",
@@ -107,6 +114,7 @@ class FastPathConnection(ServerConnection):
         "fragments",
         "fragments_text",
         "frame_limit",
+        "gate",
         "idle",
         "inbox",
         "out",
@@ -161,8 +169,9 @@ class FastPathConnection(ServerConnection):
         self.idle: asyncio.Future[None] | None = None
         #: the ID this connection's token grants (set at the handshake), if any
         self.allowed_id: str | None = None
-        #: the owner's set of admitted connections, left when the TCP connection is
-        self.admitted_in: set[ServerConnection] | None = None
+        #: the owner's connection limit, counted from accept (see connection_made);
+        #: a subclass made by the owner sets it before the connection is made
+        self.gate: AcceptGate[FastPathConnection] | None = getattr(self, "gate", None)
         #: the message rate limit's state, if the owner limits the rate
         self.bucket: TokenBucket | None = None
         #: the budget of frames others may have forwarded to us (same limit)
@@ -501,9 +510,26 @@ class FastPathConnection(ServerConnection):
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=False)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        gate = self.gate
+        if gate is None:
+            return
+        verdict = gate.accept(self)
+        if verdict.evict is not None:
+            # the oldest connection still sending its request makes room
+            verdict.evict.transport.abort()
+        if not verdict.accept:
+            # every slot holds a connection that has sent its request: refuse
+            # at once, before reading anything (HTTP allows an early response)
+            self.gate = None  # never counted
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(FULL_RESPONSE)
+            transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self.admitted_in is not None:
-            self.admitted_in.discard(self)
+        if self.gate is not None:
+            self.gate.close(self)
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=exc is not None)

@@ -37,6 +37,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -48,6 +49,7 @@ from websockets.protocol import State
 from rtc_signal.proto import tokens
 from rtc_signal.signaling import plainhttp
 from rtc_signal.signaling.connection import FastPathConnection
+from rtc_signal.signaling.gate import AcceptGate
 from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.pages import Pages
@@ -129,6 +131,8 @@ class ServerConfig:
     #: open TCP connections (handshaking, open or closing) beyond which a new
     #: handshake gets HTTP 503; None: no limit
     max_connections: int | None = None
+    #: seconds from TCP accept to the end of the WebSocket handshake
+    handshake_timeout: float = 10.0
     #: per-connection message rate limit; None: none
     rate_limit: RateLimit | None = None
     #: seconds a connection may stay without registering (or, on /offer,
@@ -168,8 +172,8 @@ class SignalingServer:
         self._call_tick: asyncio.TimerHandle | None = None
         #: pending releases of held IDs (see Router.disconnect)
         self._releases: dict[str, asyncio.TimerHandle] = {}
-        #: connections past admission whose TCP connection is still open
-        self._admitted: set[ServerConnection] = set()
+        #: every accepted TCP connection, for --max-connections (signaling/gate.py)
+        self._gate: AcceptGate[FastPathConnection] = AcceptGate(config.max_connections)
         self.pages = Pages() if config.serve_pages else None
         #: what all senders together may forward to one connection: several
         #: callers' worth (a fan-in of INBOX_SHARES at the full rate), so that
@@ -215,7 +219,9 @@ class SignalingServer:
             self._handle,
             cfg.host,
             cfg.port,
-            create_connection=FastPathConnection,
+            create_connection=self._connection_class(),
+            # from TCP accept to the end of the handshake (limits count from accept)
+            open_timeout=cfg.handshake_timeout,
             process_request=self._process_request,
             ssl=self._ssl_context(),
             max_size=cfg.max_frame * HARD_LIMIT_FACTOR,
@@ -271,6 +277,20 @@ class SignalingServer:
             handle.cancel()
         self._releases.clear()
 
+    def _connection_class(self) -> type[FastPathConnection]:
+        """FastPathConnection with this server's gate set before the connection
+        is made, so that it counts from TCP accept."""
+        gate = self._gate
+
+        class GatedConnection(FastPathConnection):
+            __slots__ = ()
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self.gate = gate
+                super().__init__(*args, **kwargs)
+
+        return GatedConnection
+
     def _schedule_call_tick(self) -> None:
         def tick() -> None:
             ended = self.router.tick()
@@ -323,14 +343,11 @@ class SignalingServer:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | Awaitable[Response] | None:
+        assert isinstance(connection, FastPathConnection)
+        self._gate.admit(connection)  # its request is here: not a slow client
         if _failed_early(connection):
             return self._drop(connection, None)
-        # At the connection limit every request is refused (pages and WHEP too).
-        response = (
-            self._over_capacity(connection)
-            or self._check_path(connection, request)
-            or self._admit(connection, request)
-        )
+        response = self._check_path(connection, request) or self._admit(connection, request)
         if isinstance(response, Awaitable):
             return self._drop_if_failed(connection, response)
         return response
@@ -351,18 +368,6 @@ class SignalingServer:
         connection.transport.abort()
         await connection.wait_closed()  # (CLOSED: websockets sends nothing more)
         return response or connection.respond(http.HTTPStatus.BAD_REQUEST, "")
-
-    def _over_capacity(self, connection: ServerConnection) -> Response | None:
-        limit = self.config.max_connections
-        if limit is None or len(self._admitted) < limit:
-            return None
-        response = _refusal(
-            connection,
-            http.HTTPStatus.SERVICE_UNAVAILABLE,
-            f"too many connections (limit {limit}); try again later",
-        )
-        response.headers["Retry-After"] = "5"
-        return response
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         """A WebSocket handshake's admission checks: None to accept, else the refusal."""
@@ -395,11 +400,6 @@ class SignalingServer:
                 response = _refusal(connection, http.HTTPStatus.UNAUTHORIZED, why, logged)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="rtc-signal"'
                 return response
-        # Counted from admission (not from the end of the handshake, as websockets'
-        # own set is) until the TCP connection is gone, so that concurrent
-        # handshakes cannot overshoot the limit.
-        self._admitted.add(connection)
-        connection.admitted_in = self._admitted  # (left in connection_lost)
         return None
 
     def _check_path(
