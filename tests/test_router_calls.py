@@ -12,7 +12,7 @@ import pytest
 
 from rtc_signal.proto import Command
 from rtc_signal.signaling.calls import IDLE_TICKS, MAX_CALLS_PER_OFFER, CallTable
-from rtc_signal.signaling.router import FORBIDDEN, OK, Path, Router
+from rtc_signal.signaling.router import FORBIDDEN, OK, Held, Path, Router
 from tests.test_router import (
     A1,
     A2,
@@ -105,8 +105,8 @@ def test_the_call_ends_when_the_answer_peer_leaves_for_good(call: Router) -> Non
     refused(call, A1 + 100, answer(ANSWER_ID, OFFER_ID), Command.ANSWER_RESPONSE)
 
 
-def test_a_held_answer_peer_keeps_its_calls_across_a_reconnect() -> None:
-    """With a resume key, the reconnected answer peer may still answer its caller."""
+def held_call() -> tuple[Router, Held]:
+    """A call whose answer peer (resume key "key") dropped and is held."""
     router = Router()
     router.connect(A1, REG, resume="key")
     router.connect(O1, OFF)
@@ -114,6 +114,12 @@ def test_a_held_answer_peer_keeps_its_calls_across_a_reconnect() -> None:
     single_forward(router.receive(O1, offer(OFFER_ID, ANSWER_ID)))
     held = router.disconnect(A1)
     assert held is not None
+    return router, held
+
+
+def test_a_held_answer_peer_keeps_its_calls_across_a_reconnect() -> None:
+    """With a resume key, the reconnected answer peer may still answer its caller."""
+    router, _ = held_call()
     router.connect(A2, REG, resume="key")
     assert single_send(router.receive(A2, init(ANSWER_ID)), A2)[1] == OK
     assert single_forward(router.receive(A2, answer(ANSWER_ID, OFFER_ID))).target == O1
@@ -121,13 +127,8 @@ def test_a_held_answer_peer_keeps_its_calls_across_a_reconnect() -> None:
 
 def test_a_released_hold_ends_the_calls() -> None:
     """When the grace period ends without a reconnect, the answer peer's calls end too."""
-    router = Router()
-    router.connect(A1, REG, resume="key")
-    router.connect(O1, OFF)
-    single_send(router.receive(A1, init(ANSWER_ID)), A1)
-    single_forward(router.receive(O1, offer(OFFER_ID, ANSWER_ID)))
-    held = router.disconnect(A1)
-    assert held is not None and router.release(held)
+    router, held = held_call()
+    assert router.release(held)
     assert router.calls() == 0
 
 

@@ -4,12 +4,11 @@ plain `rtc-peer answer` as real processes on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from rtc_signal.proto.control import MAX_DEPTH
-from tests.integration.procs import LOOPBACK, server, start_file_peer, wait_file_registered
-from tests.integration.test_media import finish, stop_camera, viewer
+from tests.integration.procs import server
+from tests.integration.test_media import finish, plain_answer_peer, stop_camera, viewer
 
 
 def test_deeply_nested_and_oversized_requests_get_error_replies_and_the_call_goes_on(
@@ -20,18 +19,7 @@ def test_deeply_nested_and_oversized_requests_get_error_replies_and_the_call_goe
     deep = '{"cmd": "ping", "id": 5, "t": 1, "x": ' + "[" * 1500 + "]" * 1500 + "}"
     huge = '{"x": ' + "[" * 30_000 + "]" * 30_000 + "}"  # under the 64 KiB message size
     with server() as url:
-        plain = start_file_peer(
-            "answer",
-            "--id",
-            "plain",
-            "--signal",
-            url,
-            *LOOPBACK,
-            stdin=subprocess.DEVNULL,
-            directory=tmp_path,
-            name="plain",
-        )
-        wait_file_registered(plain)
+        plain = plain_answer_peer(tmp_path, url)
         try:
             ctl = viewer(
                 tmp_path,

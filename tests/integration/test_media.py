@@ -574,22 +574,28 @@ def test_media_options_are_checked_before_anything_starts(tmp_path: Path) -> Non
         assert message in result.stderr, (args, result.stderr)
 
 
+def plain_answer_peer(tmp_path: Path, url: str) -> subprocess.Popen[str]:
+    """A registered `rtc-peer answer --id plain` without media."""
+    plain = start_file_peer(
+        "answer",
+        "--id",
+        "plain",
+        "--signal",
+        url,
+        *LOOPBACK,
+        stdin=subprocess.DEVNULL,
+        directory=tmp_path,
+        name="plain",
+    )
+    wait_file_registered(plain)
+    return plain
+
+
 def test_control_commands_work_with_an_answer_peer_without_media(tmp_path: Path) -> None:
     """`offer --control ping` against a plain `rtc-peer answer` (no --video):
     ping and stats are answered, pause says there is no video."""
     with server() as url:
-        plain = start_file_peer(
-            "answer",
-            "--id",
-            "plain",
-            "--signal",
-            url,
-            *LOOPBACK,
-            stdin=subprocess.DEVNULL,
-            directory=tmp_path,
-            name="plain",
-        )
-        wait_file_registered(plain)
+        plain = plain_answer_peer(tmp_path, url)
         try:
             ctl = viewer(
                 tmp_path,
