@@ -841,13 +841,15 @@ def time_process(
     return Timed(first, exited, line or "")
 
 
-def start_server() -> tuple[Helper, str]:
-    """``rtc-signal serve --port 0`` (the installed console script, default
-    options) as a tracked :class:`Helper`, and its ``ws://`` URL."""
+def start_server(program: Sequence[str] | None = None) -> tuple[Helper, str]:
+    """``rtc-signal serve --port 0`` (the installed console script, or
+    ``program``; default options) as a tracked :class:`Helper`, and its
+    ``ws://`` URL."""
     fd, log = _log_file("rtc-signal")
+    argv = [*(program or console_script("rtc-signal")), "serve", "--port", "0"]
     try:
         proc = spawn(
-            [*console_script("rtc-signal"), "serve", "--port", "0", "--log-level", "warning"],
+            [*argv, "--log-level", "warning"],
             stdout=subprocess.PIPE,
             stderr=fd,
             cwd=REPO,
