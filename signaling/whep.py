@@ -45,6 +45,10 @@ CORS_METHODS = "POST, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, If-Match"
 #: sessions alive at once; more get 503 (each holds a router entry)
 MAX_SESSIONS = 1024
+#: sessions alive at once with one answer peer; more get 429: each costs the
+#: peer a peer connection (sockets, a DTLS context), and a player that keeps
+#: POSTing must not exhaust its files (300 POSTs took one from 16 to 216)
+MAX_SESSIONS_PER_PEER = 16
 
 
 @dataclass
@@ -178,6 +182,8 @@ class WhepGateway:
         self.session_ttl = session_ttl
         self.sessions: dict[str, WhepSession] = {}  # by resource
         self._by_conn: dict[int, WhepSession] = {}
+        #: open sessions per answer peer (see MAX_SESSIONS_PER_PEER)
+        self._per_peer: dict[str, int] = {}
 
     # -- frames the router forwards to a WHEP session --------------------------
 
@@ -314,6 +320,15 @@ class WhepGateway:
             )
         if len(self.sessions) >= MAX_SESSIONS:
             return error(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many WHEP sessions", origin)
+        if self._per_peer.get(peer_id, 0) >= MAX_SESSIONS_PER_PEER:
+            busy = error(
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                f"{MAX_SESSIONS_PER_PEER} WHEP sessions with this peer are open; "
+                "end one (DELETE) or try again later",
+                origin,
+            )
+            busy.headers["Retry-After"] = "5"
+            return busy
         session = self._open(peer_id, allowed_id)
         refused = self._send(
             session,
@@ -397,6 +412,7 @@ class WhepGateway:
         self.router.connect(conn, Path.OFFER, None, allowed_id)
         self.sessions[resource] = session
         self._by_conn[conn] = session
+        self._per_peer[peer_id] = self._per_peer.get(peer_id, 0) + 1
         # a player that never sends DELETE must not hold its entry forever
         session.expiry = loop.call_later(self.session_ttl, self.end, session)
         return session
@@ -406,6 +422,9 @@ class WhepGateway:
         if self.sessions.pop(session.resource, None) is None:
             return
         self._by_conn.pop(session.conn, None)
+        left = self._per_peer.pop(session.peer_id, 1) - 1
+        if left:
+            self._per_peer[session.peer_id] = left
         if session.expiry is not None:
             session.expiry.cancel()
         if not session.answer.done():

@@ -260,3 +260,39 @@ def test_no_whep_turns_the_endpoint_off() -> None:
             assert response.status in (404, 405)
 
     run(main())
+
+
+def test_players_beyond_the_per_peer_bound_get_429_and_the_canary_peer_is_unaffected() -> None:
+    """WHEP sessions with one answer peer are bounded (MAX_SESSIONS_PER_PEER, then 429 with
+    Retry-After); another peer's player still gets its offer through; ending a session
+    frees its slot."""
+    from rtc_signal.signaling.whep import MAX_SESSIONS_PER_PEER
+
+    async def main() -> None:
+        async with (
+            running_server(whep_timeout=30) as server,
+            client(server.url, "/register") as victim,
+            client(server.url, "/register") as canary,
+        ):
+            await register(victim, "victim")
+            await register(canary, "canary")
+            pending = [
+                asyncio.ensure_future(post(server.url, "victim"))
+                for _ in range(MAX_SESSIONS_PER_PEER)
+            ]
+            for _ in range(MAX_SESSIONS_PER_PEER):  # every offer reached the victim
+                assert (await recv_envelope(victim)).command is proto.Command.OFFER
+            over = await post(server.url, "victim")
+            assert over.status == 429 and b"WHEP sessions with this peer" in over.body
+            assert over.headers.get("retry-after") == "5"
+            other = asyncio.ensure_future(post(server.url, "canary"))
+            assert (await recv_envelope(canary)).command is proto.Command.OFFER
+            assert server.whep is not None
+            server.whep.end(next(iter(server.whep.sessions.values())))
+            again = asyncio.ensure_future(post(server.url, "victim"))
+            assert (await recv_envelope(victim)).command is proto.Command.OFFER
+            for task in [*pending, other, again]:
+                task.cancel()
+            await asyncio.gather(*pending, other, again, return_exceptions=True)
+
+    run(main())
