@@ -32,6 +32,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError
 
+from rtc_signal.proto.gojson import reject_json_constant
+
 CONTROL_LABEL = "control"
 COMMANDS = ("ping", "stats", "keyframe", "pause", "resume")
 #: requests larger than this (UTF-8 bytes) are refused unread (a control message is tiny)
@@ -100,7 +102,7 @@ def parse_request(message: str | bytes) -> Ping | Stats | Keyframe | Pause | Res
     if depth > MAX_DEPTH:
         raise ControlError(f"control message nested deeper than {MAX_DEPTH} levels", None)
     try:
-        raw = json.loads(message, parse_constant=_no_constant)
+        raw = json.loads(message, parse_constant=reject_json_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces
         raise ControlError(f"not JSON: {exc}", None) from None
     if not isinstance(raw, dict):
@@ -147,11 +149,6 @@ def _nesting_depth(text: str, limit: int) -> int:
         elif char in "]}":
             depth -= 1
     return deepest
-
-
-def _no_constant(name: str) -> Any:
-    """``parse_constant`` for json.loads: NaN and +-Infinity are not JSON."""
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def ok_reply(request_id: int, cmd: str, result: dict[str, Any]) -> str:

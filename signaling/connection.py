@@ -171,7 +171,7 @@ class FastPathConnection(ServerConnection):
         self.allowed_id: str | None = None
         #: the owner's connection limit, counted from accept (see connection_made);
         #: a subclass made by the owner sets it before the connection is made
-        self.gate: AcceptGate[FastPathConnection] | None = getattr(self, "gate", None)
+        self.gate: AcceptGate[FastPathConnection] | None = None
         #: the message rate limit's state, if the owner limits the rate
         self.bucket: TokenBucket | None = None
         #: the budget of frames others may have forwarded to us (same limit)

@@ -479,7 +479,7 @@ class Router:
                     conn, reply, NOT_FOUND, f"no {kind} peer is registered as {clip(target)}", text
                 )
             ]
-        refused = self._check_call(conn, state, command, target, target_conn)
+        refused = self._check_call(conn, state, target, target_conn)
         if refused is not None:
             return [self._error(conn, reply, FORBIDDEN, refused, text)]
         if state.path is Path.OFFER and state.peer_id is None:
@@ -490,7 +490,7 @@ class Router:
         return [Forward(target_conn, frame, conn, self._ack(reply, text), reply, target)]
 
     def _check_call(
-        self, conn: ConnId, state: _Conn, command: Command, target: str, target_conn: ConnId
+        self, conn: ConnId, state: _Conn, target: str, target_conn: ConnId
     ) -> str | None:
         """Start or check the call this request belongs to; why not, if refused."""
         if state.path is Path.OFFER:

@@ -10,13 +10,15 @@ while it handles one read goes out with one ``write`` per connection
 (:meth:`SignalingServer.flush`), and one keepalive task pings them all, instead
 of a task each (``benchmarks/README.md`` has the measurements).
 
-Admission (:meth:`SignalingServer._admit`, during the opening handshake):
-the connection limit (HTTP 503), the Origin allowlist (403) and, with a
-secret, the token (401; :mod:`proto.tokens`), whose ID the router then
-enforces. After it, each message passes the connection's rate limit
-(:mod:`signaling.limits`; 429, then close 1008), and a connection that has
-not registered (or sent its first offer) within the idle timeout is closed
-with 1008. TLS is the ``ssl`` context of the listening socket.
+The connection limit counts from TCP accept (:mod:`signaling.gate`, in the
+connection's ``connection_made``: the oldest slow request is dropped, or HTTP
+503). Admission (:meth:`SignalingServer._admit`, during the opening
+handshake): the Origin allowlist (403) and, with a secret, the token (401;
+:mod:`proto.tokens`), whose ID the router then enforces. After it, each
+message passes the connection's rate limit (:mod:`signaling.limits`; 429,
+then close 1008), and a connection that has not registered (or sent its
+first offer) within the idle timeout is closed with 1008. TLS is the
+``ssl`` context of the listening socket.
 
 Flow control is the one of ``await ws.send()``: a forward whose target's write
 buffer is over its high-water mark holds the sender's acknowledgement and its
@@ -124,12 +126,13 @@ class ServerConfig:
     #: its resume key (0: not at all)
     resume_grace: float = 30.0
     # -- security (README "Security model") --------------------------------
-    #: the token secret (:func:`signaling.tokens.check_secret`); None: open server
+    #: the token secret (:func:`proto.tokens.check_secret`); None: open server
     secret: bytes | None = None
     #: allowed ``Origin`` header values; empty: any (no Origin is always allowed)
     allow_origins: tuple[str, ...] = ()
-    #: open TCP connections (handshaking, open or closing) beyond which a new
-    #: handshake gets HTTP 503; None: no limit
+    #: open TCP connections, counted from accept (signaling/gate.py): at it the
+    #: oldest one still sending its request is dropped, or a new one gets 503;
+    #: None: no limit
     max_connections: int | None = None
     #: seconds from TCP accept to the end of the WebSocket handshake
     handshake_timeout: float = 10.0
@@ -286,8 +289,8 @@ class SignalingServer:
             __slots__ = ()
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self.gate = gate
                 super().__init__(*args, **kwargs)
+                self.gate = gate  # (asyncio makes the connection after this)
 
         return GatedConnection
 
@@ -586,7 +589,9 @@ class SignalingServer:
         refused at the sender (429), so that floods are refused where they
         start and the target's own budget stays its own."""
         inbox = target.inbox
-        if inbox is not None and inbox.take(_monotonic()) != ALLOW:
+        if inbox is None:  # no rate limit: no budget, and no credit to earn
+            return True
+        if inbox.take(_monotonic()) != ALLOW:
             if inbox.over_since == inbox.stamp:  # the first refusal of the episode
                 log.info(
                     "conn %s: forwards to conn %s refused, its inbox is over the rate limit",

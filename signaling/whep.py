@@ -182,8 +182,6 @@ class WhepGateway:
         self.session_ttl = session_ttl
         self.sessions: dict[str, WhepSession] = {}  # by resource
         self._by_conn: dict[int, WhepSession] = {}
-        #: open sessions per answer peer (see MAX_SESSIONS_PER_PEER)
-        self._per_peer: dict[str, int] = {}
 
     # -- frames the router forwards to a WHEP session --------------------------
 
@@ -320,7 +318,8 @@ class WhepGateway:
             )
         if len(self.sessions) >= MAX_SESSIONS:
             return error(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many WHEP sessions", origin)
-        if self._per_peer.get(peer_id, 0) >= MAX_SESSIONS_PER_PEER:
+        with_peer = sum(session.peer_id == peer_id for session in self.sessions.values())
+        if with_peer >= MAX_SESSIONS_PER_PEER:
             busy = error(
                 http.HTTPStatus.TOO_MANY_REQUESTS,
                 f"{MAX_SESSIONS_PER_PEER} WHEP sessions with this peer are open; "
@@ -412,7 +411,6 @@ class WhepGateway:
         self.router.connect(conn, Path.OFFER, None, allowed_id)
         self.sessions[resource] = session
         self._by_conn[conn] = session
-        self._per_peer[peer_id] = self._per_peer.get(peer_id, 0) + 1
         # a player that never sends DELETE must not hold its entry forever
         session.expiry = loop.call_later(self.session_ttl, self.end, session)
         return session
@@ -422,9 +420,6 @@ class WhepGateway:
         if self.sessions.pop(session.resource, None) is None:
             return
         self._by_conn.pop(session.conn, None)
-        left = self._per_peer.pop(session.peer_id, 1) - 1
-        if left:
-            self._per_peer[session.peer_id] = left
         if session.expiry is not None:
             session.expiry.cancel()
         if not session.answer.done():
