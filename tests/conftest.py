@@ -363,3 +363,16 @@ def subprocess_env() -> dict[str, str]:
     env.setdefault("COLUMNS", "100")
     env.pop("FORCE_COLOR", None)
     return env
+
+
+@pytest.fixture
+def without_fix() -> Iterator[None]:
+    """peers/fixes.py's workarounds removed for the test (to show the upstream
+    bugs they work around), applied again after it."""
+    from rtc_signal.peers import fixes  # (imports aiortc: only where it is used)
+
+    fixes.remove()
+    try:
+        yield
+    finally:
+        fixes.apply()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -39,15 +38,6 @@ async def _two_closes_one_cancelled() -> tuple[list[dict[str, Any]], BaseExcepti
     gc.collect()  # "Task exception was never retrieved" is reported on collection
     await asyncio.sleep(0)
     return errors, error
-
-
-@pytest.fixture
-def without_fix() -> Iterator[None]:
-    fixes.remove()
-    try:
-        yield
-    finally:
-        fixes.apply()
 
 
 def test_cancelled_second_close_leaves_the_first_to_finish() -> None:

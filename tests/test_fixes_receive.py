@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -113,15 +113,6 @@ def _malformed(pair: Pair, case: str) -> tuple[int, bytes, int | None]:
 
 
 CASES = ["text", "ack-unknown", "open-existing", "open-bad-label"]
-
-
-@pytest.fixture
-def without_fix() -> Iterator[None]:
-    fixes.remove()
-    try:
-        yield
-    finally:
-        fixes.apply()
 
 
 def test_invalid_utf8_text_is_delivered_with_replacements_and_logged_once(

@@ -574,45 +574,37 @@ def test_media_options_are_checked_before_anything_starts(tmp_path: Path) -> Non
         assert message in result.stderr, (args, result.stderr)
 
 
-def plain_answer_peer(tmp_path: Path, url: str) -> subprocess.Popen[str]:
-    """A registered `rtc-peer answer --id plain` without media."""
-    plain = start_file_peer(
-        "answer",
-        "--id",
-        "plain",
-        "--signal",
-        url,
-        *LOOPBACK,
-        stdin=subprocess.DEVNULL,
-        directory=tmp_path,
-        name="plain",
-    )
-    wait_file_registered(plain)
-    return plain
+def control_plain_peer(tmp_path: Path, *commands: str) -> tuple[list[Any], FilePeer, bool]:
+    """`rtc-peer offer --control CMD...` against a plain `rtc-peer answer --id
+    plain` (no media): the replies (one JSON object each), the answer peer
+    (stopped), and whether it was still running after the commands."""
+    with server() as url:
+        plain = start_file_peer(
+            "answer",
+            "--id",
+            "plain",
+            "--signal",
+            url,
+            *LOOPBACK,
+            stdin=subprocess.DEVNULL,
+            directory=tmp_path,
+            name="plain",
+        )
+        wait_file_registered(plain)
+        try:
+            controls = [arg for command in commands for arg in ("--control", command)]
+            ctl = viewer(tmp_path, url, "ctl", *controls, target="plain")
+            finish(ctl)
+            alive = plain.proc.poll() is None
+        finally:
+            stop_camera(plain)
+    return [json.loads(line) for line in ctl.stdout().decode().splitlines()], plain, alive
 
 
 def test_control_commands_work_with_an_answer_peer_without_media(tmp_path: Path) -> None:
     """`offer --control ping` against a plain `rtc-peer answer` (no --video):
     ping and stats are answered, pause says there is no video."""
-    with server() as url:
-        plain = plain_answer_peer(tmp_path, url)
-        try:
-            ctl = viewer(
-                tmp_path,
-                url,
-                "ctl",
-                "--control",
-                "ping",
-                "--control",
-                "stats",
-                "--control",
-                "pause",
-                target="plain",
-            )
-            finish(ctl)
-        finally:
-            stop_camera(plain)
-    ping, stat, pause = [json.loads(line) for line in ctl.stdout().decode().splitlines()]
+    (ping, stat, pause), _, _ = control_plain_peer(tmp_path, "ping", "stats", "pause")
     assert ping["ok"] and stat["ok"] and stat["result"]["total"]["viewers"] == 0
     assert not pause["ok"] and "receives no video" in pause["error"]
 
