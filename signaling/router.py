@@ -36,80 +36,59 @@ Rules (codes are documented in the README):
 
 from __future__ import annotations
 
-import enum
 import logging
-import re
 from dataclasses import dataclass, field
 
 from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.routing import peek_request
-from rtc_signal.proto.wire import response_frame
+from rtc_signal.signaling.actions import (
+    BAD_REQUEST,
+    CONFLICT,
+    FORBIDDEN,
+    LOGGED_REFUSALS,
+    NOT_FOUND,
+    OK,
+    REFUSALS_PER_LINE,
+    RESPONSE,
+    TOO_LARGE,
+    TOO_MANY_REQUESTS,
+    Action,
+    ConnId,
+    Forward,
+    Frame,
+    Held,
+    Path,
+    Replies,
+    Send,
+    peek_command,
+    reply_to,
+    wire_size,
+)
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 from rtc_signal.signaling.logtext import clip
 
 log = logging.getLogger(__name__)
 
-ConnId = int
-Frame = bytes | str
-
-OK = 0
-BAD_REQUEST = 400
-FORBIDDEN = 403
-NOT_FOUND = 404
-CONFLICT = 409
-TOO_LARGE = 413
-TOO_MANY_REQUESTS = 429
-
-#: refusals of one connection logged one by one; after them, one line per
-#: REFUSALS_PER_LINE (with the count), so that a client repeating a refused
-#: frame cannot fill the log
-LOGGED_REFUSALS = 10
-REFUSALS_PER_LINE = 100
-
-
-class Path(enum.Enum):
-    """The two endpoints of the Go demo."""
-
-    REGISTER = "/register"  # answer peers: wait to be called
-    OFFER = "/offer"  # offer peers: the callers
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send ``frame`` on ``conn`` (a reply; the frame type matches the client's)."""
-
-    conn: ConnId
-    frame: Frame
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """Relay ``frame`` verbatim to ``target``, then send ``ack`` to ``sender``.
-
-    If the target's connection turns out to be closed, the I/O layer calls
-    :meth:`Router.forward_failed` instead of sending ``ack``.
-    """
-
-    target: ConnId
-    frame: Frame
-    sender: ConnId
-    ack: Frame
-    reply: Command
-    target_id: str
-
-
-Action = Send | Forward
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """An answer peer's ID is held for its resume key: call
-    :meth:`Router.release` with it when the grace period ends."""
-
-    peer_id: str
-    token: int
+__all__ = [
+    "BAD_REQUEST",
+    "CONFLICT",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "OK",
+    "TOO_LARGE",
+    "TOO_MANY_REQUESTS",
+    "Action",
+    "ConnId",
+    "Forward",
+    "Frame",
+    "Held",
+    "Path",
+    "Router",
+    "RouterStats",
+    "Send",
+]
 
 
 @dataclass(slots=True)
@@ -139,58 +118,9 @@ class RouterStats:
     by_code: dict[int, int] = field(default_factory=dict)
 
 
-_COMMAND_PREFIX = re.compile(rb'\s*\{\s*"command"\s*:\s*(\d{1,3})\D')
-
-
-def _peek_command(frame: Frame) -> Command | None:
-    """The command of a frame we refuse to parse (too large), if it shows early."""
-    # surrogatepass: a str that is not valid Unicode must not raise here
-    head = frame[:32].encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame[:32]
-    match = _COMMAND_PREFIX.match(head)
-    if match is None:
-        return None
-    try:
-        return Command(int(match.group(1)))
-    except ValueError:
-        return None
-
-
-def _wire_size(frame: Frame) -> int:
-    """The frame's size in bytes: a text frame's UTF-8 length, not its characters."""
-    if isinstance(frame, bytes) or frame.isascii():
-        return len(frame)
-    return len(frame.encode("utf-8", "surrogatepass"))
-
-
-def _reply_to(command: Command | None) -> Command:
-    """The response command for a frame of ``command`` (ERROR if unknown or a response)."""
-    return Command.ERROR if command is None else command.response
-
-
-_RESPONSE = {c: c.response for c in Command}
-
-
 def _not_token_id(peer_id: str, state: _Conn) -> str:
     token_id = clip(state.allowed_id)
     return f"source {clip(peer_id)} is not the ID of this connection's token ({token_id})"
-
-
-class _Replies:
-    """Response frames, cached for the constant ones (every ack is the same)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[Command, int, str, bool], Frame] = {}
-
-    def get(self, command: Command, code: int, msg: str, text: bool) -> Frame:
-        key = (command, code, msg, text)
-        frame = self._cache.get(key)
-        if frame is None:
-            raw = response_frame(command, code, msg)
-            frame = raw.decode() if text else raw
-            # acks, and the one constant error a flooder gets over and over
-            if code in (OK, TOO_MANY_REQUESTS):
-                self._cache[key] = frame
-        return frame
 
 
 class Router:
@@ -201,7 +131,7 @@ class Router:
         self._conns: dict[ConnId, _Conn] = {}
         self._answers: dict[str, ConnId] = {}
         self._offers: dict[str, ConnId] = {}
-        self._replies = _Replies()
+        self._replies = Replies()
         self.stats = RouterStats()
         #: answer-peer IDs held for a reconnect, by ID
         self._held: dict[str, _Hold] = {}
@@ -304,13 +234,13 @@ class Router:
             return []
         self.stats.frames += 1
         text = isinstance(frame, str)
-        size = _wire_size(frame)
+        size = wire_size(frame)
         if size > self.max_frame:
-            command = _peek_command(frame)
+            command = peek_command(frame)
             return [
                 self._error(
                     conn,
-                    _reply_to(command),
+                    reply_to(command),
                     TOO_LARGE,
                     f"frame of {size} bytes exceeds the {self.max_frame}-byte limit",
                     text,
@@ -328,7 +258,7 @@ class Router:
             try:
                 envelope = decode(frame)
             except ProtocolError as exc:
-                return [self._error(conn, _reply_to(exc.command), exc.code, str(exc), text)]
+                return [self._error(conn, reply_to(exc.command), exc.code, str(exc), text)]
             command = envelope.command
             if not command.is_request:
                 response = envelope.response
@@ -350,11 +280,9 @@ class Router:
         """An error reply to ``frame`` that the I/O layer drops unrouted (e.g.
         over the rate limit), in the frame's response command and type."""
         quick = peek_request(frame)
-        command = quick[0] if quick is not None else _peek_command(frame)
+        command = quick[0] if quick is not None else peek_command(frame)
         # not logged here: the I/O layer logs once per episode, not per frame
-        return self._error(
-            conn, _reply_to(command), code, msg, isinstance(frame, str), log_it=False
-        )
+        return self._error(conn, reply_to(command), code, msg, isinstance(frame, str), log_it=False)
 
     def forward_failed(self, action: Forward) -> list[Action]:
         """The target of ``action`` was closed before the frame reached it."""
@@ -430,7 +358,7 @@ class Router:
         frame: Frame,
         text: bool,
     ) -> list[Action]:
-        reply = _RESPONSE[command]
+        reply = RESPONSE[command]
         if state.path is Path.REGISTER:
             if command is Command.OFFER:
                 return [self._error(conn, reply, FORBIDDEN, "offers are sent on /offer", text)]

@@ -1,0 +1,124 @@
+"""The vocabulary between the router and the I/O layer: response codes,
+the actions the router returns, and the response frames it builds.
+
+Kept apart from :mod:`signaling.router` so that the rules read alone; these
+are plain values and pure helpers, no state beyond a reply cache.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from rtc_signal.proto.commands import Command
+from rtc_signal.proto.wire import response_frame
+
+ConnId = int
+Frame = bytes | str
+
+OK = 0
+BAD_REQUEST = 400
+FORBIDDEN = 403
+NOT_FOUND = 404
+CONFLICT = 409
+TOO_LARGE = 413
+TOO_MANY_REQUESTS = 429
+
+#: refusals of one connection logged one by one; after them, one line per
+#: REFUSALS_PER_LINE (with the count), so that a client repeating a refused
+#: frame cannot fill the log
+LOGGED_REFUSALS = 10
+REFUSALS_PER_LINE = 100
+
+
+class Path(enum.Enum):
+    """The two endpoints of the Go demo."""
+
+    REGISTER = "/register"  # answer peers: wait to be called
+    OFFER = "/offer"  # offer peers: the callers
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``frame`` on ``conn`` (a reply; the frame type matches the client's)."""
+
+    conn: ConnId
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Relay ``frame`` verbatim to ``target``, then send ``ack`` to ``sender``.
+
+    If the target's connection turns out to be closed, the I/O layer calls
+    :meth:`Router.forward_failed` instead of sending ``ack``.
+    """
+
+    target: ConnId
+    frame: Frame
+    sender: ConnId
+    ack: Frame
+    reply: Command
+    target_id: str
+
+
+Action = Send | Forward
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An answer peer's ID is held for its resume key: call
+    :meth:`Router.release` with it when the grace period ends."""
+
+    peer_id: str
+    token: int
+
+
+_COMMAND_PREFIX = re.compile(rb'\s*\{\s*"command"\s*:\s*(\d{1,3})\D')
+
+
+def peek_command(frame: Frame) -> Command | None:
+    """The command of a frame we refuse to parse (too large), if it shows early."""
+    # surrogatepass: a str that is not valid Unicode must not raise here
+    head = frame[:32].encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame[:32]
+    match = _COMMAND_PREFIX.match(head)
+    if match is None:
+        return None
+    try:
+        return Command(int(match.group(1)))
+    except ValueError:
+        return None
+
+
+def wire_size(frame: Frame) -> int:
+    """The frame's size in bytes: a text frame's UTF-8 length, not its characters."""
+    if isinstance(frame, bytes) or frame.isascii():
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def reply_to(command: Command | None) -> Command:
+    """The response command for a frame of ``command`` (ERROR if unknown or a response)."""
+    return Command.ERROR if command is None else command.response
+
+
+RESPONSE = {c: c.response for c in Command}
+
+
+class Replies:
+    """Response frames, cached for the constant ones (every ack is the same)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[Command, int, str, bool], Frame] = {}
+
+    def get(self, command: Command, code: int, msg: str, text: bool) -> Frame:
+        key = (command, code, msg, text)
+        frame = self._cache.get(key)
+        if frame is None:
+            raw = response_frame(command, code, msg)
+            frame = raw.decode() if text else raw
+            # acks, and the one constant error a flooder gets over and over
+            if code in (OK, TOO_MANY_REQUESTS):
+                self._cache[key] = frame
+        return frame
