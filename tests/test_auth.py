@@ -7,7 +7,7 @@ import hashlib
 import hmac
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from rtc_signal.proto import tokens
@@ -73,6 +73,7 @@ def test_malformed_tokens_are_refused_with_a_reason(token: str) -> None:
 @given(st.text(min_size=1, max_size=64), st.integers(min_value=1, max_value=10**11))
 def test_any_id_round_trips_including_colons_and_unicode(peer_id: str, expiry: int) -> None:
     """Every non-empty ID (with ':' or any Unicode) survives mint -> verify and peek_id."""
+    assume(not (peer_id.startswith("room:") and "\n" in peer_id))  # a room token's shape
     try:
         token = tokens.mint(SECRET, peer_id, expiry)
     except UnicodeEncodeError:  # lone surrogates are not valid IDs on the wire either
@@ -123,3 +124,54 @@ def test_bad_durations_are_refused(text: str) -> None:
 def test_token_from_request(path: str, authorization: str | None, expected: str | None) -> None:
     """The token comes from ``Authorization: Bearer`` or else the ``token`` query parameter."""
     assert tokens.token_from_request(path, authorization) == expected
+
+
+# -- room tokens (issue 12; docs/PROTOCOL.md "Rooms") ---------------------------------
+
+
+def test_room_token_grants_its_id_in_its_room() -> None:
+    token = tokens.mint(SECRET, "alice", NOW + 60, room="r.1-x_y")
+    assert tokens.verify(SECRET, token, NOW) == ("alice", "r.1-x_y")
+    assert tokens.peek_id(token) == "alice"
+    assert tokens.peek_room(token) == "r.1-x_y"
+    assert tokens.peek_room(tokens.mint(SECRET, "alice", NOW + 60)) is None
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify(SECRET, token, NOW + 60)
+
+
+def test_room_token_layout_and_mac_domain_are_as_documented() -> None:
+    """base64url("room:" room "\\n" id ":" expiry ":" mac), the MAC over the room domain."""
+    token = tokens.mint(SECRET, "a:b", NOW, room="r1")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    claims = b"room:r1\na:b:%d" % NOW
+    assert raw[: len(claims) + 1] == claims + b":"
+    expected = hmac.new(SECRET, b"rtc-signal-room-token-v1\0" + claims, hashlib.sha256)
+    assert raw[len(claims) + 1 :] == expected.digest()
+
+
+def test_neither_kind_of_token_can_be_turned_into_the_other() -> None:
+    """A room-less token's MAC does not sign the same claims as a room token,
+    and the other way round: rewriting the claims gives a forged token."""
+    plain = base64.urlsafe_b64decode(tokens.mint(SECRET, "alice", NOW + 60) + "==")
+    in_room = base64.urlsafe_b64decode(tokens.mint(SECRET, "alice", NOW + 60, room="r1") + "==")
+    mac_plain, mac_room = plain[-32:], in_room[-32:]
+    for forged in (
+        b"room:r1\nalice:%d:" % (NOW + 60) + mac_plain,  # a plain MAC under room claims
+        b"alice:%d:" % (NOW + 60) + mac_room,  # a room MAC without the room
+        b"room:r2\nalice:%d:" % (NOW + 60) + mac_room,  # another room
+    ):
+        token = base64.urlsafe_b64encode(forged).rstrip(b"=").decode()
+        with pytest.raises(tokens.TokenError, match="signature"):
+            tokens.verify(SECRET, token, NOW)
+
+
+@pytest.mark.parametrize("room", ["", "has space", "new\nline", "x" * 65, "é"])
+def test_room_token_needs_a_valid_room_name(room: str) -> None:
+    with pytest.raises(ValueError, match="bad room name"):
+        tokens.mint(SECRET, "alice", NOW, room=room)
+
+
+def test_room_less_token_cannot_take_a_room_tokens_shape() -> None:
+    """An ID that would read as room claims is refused, not minted unverifiable."""
+    with pytest.raises(ValueError, match="room-less"):
+        tokens.mint(SECRET, "room:r1\nalice", NOW)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
 from websockets.asyncio.client import ClientConnection
 
-from rtc_signal.proto import Command, decode, encode_request, tokens
+from rtc_signal.proto import Command, decode, encode_request, encode_response, tokens
 from rtc_signal.proto.rooms import Presence, parse_presence
+from rtc_signal.signaling.limits import RateLimit
 from rtc_signal.signaling.router import FORBIDDEN, NOT_FOUND
 from tests.conftest import (
+    ServerFactory,
     answer_frame,
     candidate_frame,
     client,
@@ -27,6 +30,8 @@ from tests.conftest import (
     recv_frame,
     run,
     running_server,
+    server_command,
+    subprocess_env,
 )
 from tests.test_server import assert_silent
 
@@ -202,5 +207,57 @@ def test_hostile_member_with_forged_source_and_targets_cannot_touch_a_canary_pai
             assert refusals >= len(hostile)
             for ws in (a, b, x):
                 await assert_silent(ws)
+
+    run(scenario())
+
+
+def test_presence_is_not_charged_to_the_receiver() -> None:
+    """With a burst of 3, a member told of 6 joins acks each Presence (106) and
+    can still send its own offer: presence earns credits like forwards do."""
+
+    async def scenario() -> None:
+        limit = RateLimit(rate=0.01, burst=3, grace=60)
+        async with running_server(rate_limit=limit) as server:
+            names = ("a", "b", "c", "d", "e", "f", "g")
+            async with members(server.url, *names) as (a, *others):
+                ack = encode_response(Command.PRESENCE_RESPONSE, 0, "ok")
+                for _ in others:
+                    await a.send(ack)
+                await a.send(offer_frame("a", "b"))
+                await expect_response(a, Command.OFFER_RESPONSE, 0)
+                assert await recv_frame(others[0]) == offer_frame("a", "b")
+
+    run(scenario())
+
+
+def test_cli_max_room_size_and_room_tokens(server_process_factory: ServerFactory) -> None:
+    """`rtc-signal serve --secret S --max-room-size 2`: two members with
+    `rtc-signal token --id X --room r1` tokens join, a third gets 503."""
+    secret = "cli-room-secret-0123456789"
+    _, url = server_process_factory("--secret", secret, "--max-room-size", "2")
+
+    def mint(member: str) -> dict[str, object]:
+        result = subprocess.run(
+            server_command("token", "--id", member, "--room", "r1", "--secret", secret),
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0, result.stderr
+        grant = tokens.verify(secret.encode(), result.stdout.strip(), time.time())
+        assert grant == (member, "r1")
+        return {"additional_headers": {"Authorization": f"Bearer {result.stdout.strip()}"}}
+
+    async def scenario() -> None:
+        async with (
+            client(url, "/room", **mint("a")) as a,
+            client(url, "/room", **mint("b")) as b,
+            client(url, "/room", **mint("c")) as c,
+        ):
+            assert await join(a, "a", "r1") == ()
+            assert await join(b, "b", "r1") == ("a",)
+            await join(c, "c", "r1", code=503)
 
     run(scenario())
