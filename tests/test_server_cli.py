@@ -70,6 +70,7 @@ def test_help_lists_every_serve_option() -> None:
         "--max-frame-size",
         "--ping-interval",
         "--ping-timeout",
+        "--max-room-size",
         "--no-pages",
         "--no-whep",
         "--help",
