@@ -24,6 +24,7 @@ from tests.conftest import (
     answer_frame,
     candidate_frame,
     client,
+    connect,
     eventually,
     expect_response,
     offer_frame,
@@ -111,6 +112,30 @@ def test_a_closed_member_is_seen_leaving_and_the_empty_room_vanishes() -> None:
                 assert await join(again, "b", "r1") == ("a",)
             await a.close()
             await eventually(lambda: not server.router.rooms())
+
+    run(scenario())
+
+
+def test_a_member_that_stops_answering_pings_is_seen_leaving() -> None:
+    """The keepalive drops a member that went silent (as if SIGKILLed behind a
+    live TCP connection); the others get its Presence ``leave`` and its ID can
+    join again."""
+
+    async def scenario() -> None:
+        async with (
+            running_server(ping_interval=0.2, ping_timeout=0.2, close_timeout=0.5) as server,
+            members(server.url, "a") as (a,),
+        ):
+            zombie = await connect(server.url, "/room")
+            try:
+                assert await join(zombie, "z", "r1") == ("a",)
+                assert (await recv_presence(a))[2] == Presence("r1", "join", member="z")
+                zombie.transport.pause_reading()  # it no longer sees pings
+                assert await recv_presence(a) == ("z", "a", Presence("r1", "leave", member="z"))
+            finally:
+                zombie.transport.abort()
+            async with client(server.url, "/room") as again:
+                assert await join(again, "z", "r1") == ("a",)
 
     run(scenario())
 

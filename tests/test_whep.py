@@ -153,6 +153,10 @@ def test_with_a_secret_a_token_is_required_and_names_the_viewer() -> None:
                 envelope = await recv_envelope(ws)
                 assert envelope.request.source == "viewer-7"
                 assert (await within(pending, 10)).status == 504
+                # a room token (rooms, /room only) is no WHEP viewer's token
+                in_room = tokens.mint(secret, "viewer-8", int(time.time()) + 60, room="r1")
+                response = await post(server.url, "cam", Authorization=f"Bearer {in_room}")
+                assert response.status == 403 and b"room token" in response.body
 
     run(main())
 
