@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 #: how long a control reply may take (seconds)
 REPLY_TIMEOUT = 10.0
+#: a recording's last frames reach us this much after their time (aiortc's
+#: jitter buffer holds audio 80 ms): wait for them past the deadline
+LATE_FRAMES = 0.25
 
 
 @dataclass
@@ -91,7 +94,12 @@ async def watch(
     """Watch ``target`` for ``duration`` seconds (or until SIGINT/SIGTERM)."""
     for text in controls:
         parse_control(text, 0)  # refuse unknown names before calling
-    recorder = Recorder(record) if record is not None else None
+    recording = asyncio.Event()
+    recorder = (
+        Recorder(record, duration, on_start=lambda _: recording.set())
+        if record is not None
+        else None
+    )
     tracks: dict[str, MediaStreamTrack] = {}
     transceivers: dict[str, Any] = {}
 
@@ -133,7 +141,20 @@ async def watch(
                     asyncio.ensure_future(stop.wait()),
                 }
                 if duration is not None:
-                    remaining = max(0.0, duration - (loop.time() - started))
+                    deadline = started + duration
+                    if recorder is not None:
+                        # the file is to hold `duration` seconds: count from its
+                        # first keyframe, waited for at most `duration` seconds
+                        first = asyncio.ensure_future(recording.wait())
+                        done, _ = await asyncio.wait(
+                            waiters | {first},
+                            timeout=max(0.0, deadline - loop.time()),
+                            return_when="FIRST_COMPLETED",
+                        )
+                        first.cancel()
+                        if recorder.origin is not None and not done & waiters:
+                            deadline = recorder.origin + duration + LATE_FRAMES
+                    remaining = max(0.0, deadline - loop.time())
                     await asyncio.wait(waiters, timeout=remaining, return_when="FIRST_COMPLETED")
                 elif not controls or record is not None:
                     await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
