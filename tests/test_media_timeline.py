@@ -57,26 +57,53 @@ def test_frames_are_placed_at_their_arrival_not_their_release() -> None:
     for kind, (buffer, packets, ticks, rate, seconds) in tracks.items():
         arrived, released = released_by_aiortc(buffer, 30, packets, ticks, seconds)
         assert released[0][1] > arrived[released[0][0]] + 0.03, "released late, as claimed"
-        timeline: Timeline[int] = Timeline()
+        timeline: Timeline[int] = Timeline(settle=0.0)
         placed = [
             item
             for timestamp, at in released
             for item in timeline.add(kind, timestamp, timestamp, rate, at)
         ]
-        assert [ts for ts, _ in placed] == [ts for ts, _ in released], kind  # all, in order
-        for timestamp, at in placed:
+        assert [ts for _, ts, _ in placed] == [ts for ts, _ in released], kind  # all, in order
+        for _, timestamp, at in placed:
             assert abs(at - arrived[timestamp]) < 1e-9, (kind, timestamp)
 
 
-def test_frames_wait_until_their_track_is_anchored() -> None:
-    """Nothing comes out of a track before the frame RELEASE_LAG later is
-    known; then the held frames come out together, and later ones one by one."""
-    timeline: Timeline[str] = Timeline({"audio": 2})
-    assert timeline.add("audio", "a0", 0, 48000, 1.0) == []
-    assert timeline.add("audio", "a1", 960, 48000, 1.02) == []
-    # a0 was released when a2 arrived: a2 is at 1.0, a0 40 ms before
-    out = timeline.add("audio", "a2", 1920, 48000, 1.04)
-    assert [(i, round(t, 6)) for i, t in out] == [("a0", 0.96), ("a1", 0.98), ("a2", 1.0)]
-    assert timeline.add("audio", "a3", 2880, 48000, 1.06) == [("a3", 1.02)]
-    # tracks are independent: another kind starts its own anchor
-    assert timeline.add("video", "v0", 0, 90000, 1.5) == [("v0", 1.5)]
+def test_a_late_burst_at_the_start_does_not_shift_a_track() -> None:
+    """Audio and video captured together, each track's first frames sent
+    late in a burst (by different amounts, as a sender's backlog is): once
+    settled, frames captured at the same instant get the same time, and
+    nothing comes out before that."""
+    timeline: Timeline[str] = Timeline(lag={"audio": 0, "video": 0}, settle=1.0)
+    out: list[tuple[str, str, float]] = []
+    events: list[tuple[float, str, int, int]] = []  # (arrival, kind, timestamp, clock)
+    for n in range(100):  # 2 s of 20 ms audio; the first 0.6 s arrive at 0.6 s
+        capture = n * 0.020
+        events.append((max(capture, 0.6) + 0.001, "audio", n * 960, 48000))
+    for n in range(60):  # 2 s of 30 fps video; the first 0.3 s arrive at 0.3 s
+        capture = n / 30
+        events.append((max(capture, 0.3) + 0.001, "video", 5000 + n * 3000, 90000))
+    for arrival, kind, timestamp, clock in sorted(events):
+        placed = timeline.add(kind, f"{kind}@{timestamp}", timestamp, clock, arrival)
+        assert not placed or arrival >= 1.0, "held until settled"
+        out += placed
+    times = {item: at for _, item, at in out}
+    assert len(times) == 160
+    for n in range(0, 60, 3):  # every 100 ms both tracks have a frame captured
+        video, audio = times[f"video@{5000 + n * 3000}"], times[f"audio@{n // 3 * 5 * 960}"]
+        assert abs(video - audio) < 1e-6, (n, video, audio)
+    assert [at for _, _, at in out[:30]] == sorted(at for _, _, at in out[:30])
+
+
+def test_flush_gives_out_what_is_held() -> None:
+    """A call that ends before the timeline settled still gets its frames."""
+    timeline: Timeline[str] = Timeline({"audio": 2}, settle=5.0)
+    for n in range(4):
+        assert timeline.add("audio", f"a{n}", n * 960, 48000, 1.0 + n * 0.02) == []
+    # a2 arrived when a0 was released (1.0), a3 when a1 was (1.02)
+    assert [(i, round(t, 6)) for _, i, t in timeline.flush()] == [
+        ("a0", 0.96),
+        ("a1", 0.98),
+        ("a2", 1.0),
+        ("a3", 1.02),
+    ]
+    assert timeline.flush() == []

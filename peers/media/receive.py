@@ -106,7 +106,8 @@ class Recorder:
     """Remux received frames into a file (no decoding; see the module doc).
 
     Timestamps: each track goes through one :class:`Timeline` (the arrival
-    clock shared by audio and video), the file starts at its first video
+    clock shared by audio and video; it holds frames for its first
+    ``SETTLE`` seconds), the file starts at its first video
     keyframe (or first audio frame, audio only) as 0, and each packet's pts is
     given in its RTP clock (1/90000, 1/48000) with that time base: PyAV
     rescales it to whatever time base the muxer chose (MKV 1/1000, MPEG-TS
@@ -168,10 +169,10 @@ class Recorder:
             self.streams["audio"] = stream
 
     def write(self, kind: str, frame: EncodedFrame) -> None:
-        for item, seconds in self._timeline.add(
+        for ready_kind, item, seconds in self._timeline.add(
             kind, frame, frame.timestamp, frame.clock_rate, frame.arrival
         ):
-            self._place(kind, item, seconds)
+            self._place(ready_kind, item, seconds)
 
     def _place(self, kind: str, frame: EncodedFrame, seconds: float) -> None:
         if self.container is None:
@@ -241,6 +242,8 @@ class Recorder:
         raise MediaError(f"cannot record {frame.mime} without re-encoding")
 
     def close(self) -> None:
+        for kind, item, seconds in self._timeline.flush():
+            self._place(kind, item, seconds)
         if self.container is not None:
             container, self.container = self.container, None
             try:

@@ -25,6 +25,7 @@ from rtc_signal.peers.channel import Channel
 from rtc_signal.peers.errors import ChannelClosed, PeerError
 from rtc_signal.peers.media.h264 import MediaError
 from rtc_signal.peers.media.receive import Recorder, encoded_frames, pump
+from rtc_signal.peers.media.timeline import SETTLE
 from rtc_signal.peers.session import PeerConfig, call
 from rtc_signal.proto.control import COMMANDS, CONTROL_LABEL, request
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: how long a control reply may take (seconds)
 REPLY_TIMEOUT = 10.0
+#: how long a recording may take to get its first keyframe once connected
+RECORDING_START = 15.0
 #: a recording's last frames reach us this much after their time (aiortc's
 #: jitter buffer holds audio 80 ms): wait for them past the deadline
 LATE_FRAMES = 0.25
@@ -144,11 +147,11 @@ async def watch(
                     deadline = started + duration
                     if recorder is not None:
                         # the file is to hold `duration` seconds: count from its
-                        # first keyframe, waited for at most `duration` seconds
+                        # first keyframe (written once the timeline has settled)
                         first = asyncio.ensure_future(recording.wait())
                         done, _ = await asyncio.wait(
                             waiters | {first},
-                            timeout=max(0.0, deadline - loop.time()),
+                            timeout=RECORDING_START + SETTLE,
                             return_when="FIRST_COMPLETED",
                         )
                         first.cancel()
