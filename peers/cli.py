@@ -516,7 +516,8 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
     "--duration",
     type=click.FloatRange(0, min_open=True),
     default=None,
-    help="Receive media for this many seconds, then exit (default: until interrupted).",
+    help="Receive media for this many seconds, then exit (default: until interrupted); "
+    "with --record, the file's length, counted from its first keyframe.",
 )
 @click.option(
     "--control",

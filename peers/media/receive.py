@@ -8,19 +8,24 @@ packets, with their RTP timestamps): no decoder is ever created for it.
 The module-level ``decoder_worker`` is wrapped once (checked against aiortc
 1.16's source) and behaves as before for every other receiver.
 
-:class:`Recorder` writes those frames with PyAV's muxer only (no encoder,
-no decoder): MP4, MKV or MPEG-TS by the file's suffix, starting at the
-first keyframe, picture size read from the SPS / VP8 key frame header.
+:class:`Recorder` writes those frames with PyAV's muxer (nothing is decoded
+or re-encoded): MP4, MKV or MPEG-TS by the file's suffix, each holding the
+video and the Opus audio, starting at the first keyframe, picture size read
+from the SPS / VP8 key frame header, audio and video placed on one clock by
+:mod:`peers.media.timeline`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import logging
 import queue
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,19 +44,27 @@ from rtc_signal.peers.media.h264 import (
     split_annexb,
     vp8_size,
 )
+from rtc_signal.peers.media.timeline import Timeline
 
 log = logging.getLogger(__name__)
+
+#: Opus in WebRTC: always a 48 kHz clock, stereo in the SDP (RFC 7587)
+OPUS_RATE = 48000
+#: audio kept while waiting for the first keyframe (1 s of 20 ms packets)
+EARLY_AUDIO_FRAMES = 50
 
 
 @dataclass(frozen=True)
 class EncodedFrame:
     """One received frame, still encoded; ``timestamp`` in the codec's clock
-    (90 kHz video, 48 kHz Opus), from 0 at the first packet."""
+    (90 kHz video, 48 kHz Opus), from 0 at the first packet (unwrapped);
+    ``arrival``: when aiortc's jitter buffer released it (time.monotonic())."""
 
     mime: str
     data: bytes
     timestamp: int
     clock_rate: int
+    arrival: float = 0.0
 
 
 _passthrough: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
@@ -73,7 +86,9 @@ def _worker(
             asyncio.run_coroutine_threadsafe(output_q.put(None), loop)
             return
         codec, frame = task
-        encoded = EncodedFrame(codec.mimeType, bytes(frame.data), frame.timestamp, codec.clockRate)
+        encoded = EncodedFrame(
+            codec.mimeType, bytes(frame.data), frame.timestamp, codec.clockRate, time.monotonic()
+        )
         asyncio.run_coroutine_threadsafe(output_q.put(encoded), loop)
 
 
@@ -88,24 +103,44 @@ def encoded_frames(track: MediaStreamTrack) -> None:
 
 
 class Recorder:
-    """Remux received frames into a file (the muxer only: nothing re-encoded)."""
+    """Remux received frames into a file (no decoding; see the module doc).
 
-    def __init__(self, path: Path) -> None:
+    Timestamps: each track goes through one :class:`Timeline` (the arrival
+    clock shared by audio and video; it holds frames for its first
+    ``SETTLE`` seconds), the file starts at its first video
+    keyframe (or first audio frame, audio only) as 0, and each packet's pts is
+    given in its RTP clock (1/90000, 1/48000) with that time base: PyAV
+    rescales it to whatever time base the muxer chose (MKV 1/1000, MPEG-TS
+    1/90000, MP4 the stream's). With ``seconds``, frames from that point on
+    are left out, so the file holds exactly that much.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        seconds: float | None = None,
+        on_start: Callable[[float], None] | None = None,
+    ) -> None:
         self.path = path
+        self.seconds = seconds
+        self.on_start = on_start
         self.container: Any = None
         self.streams: dict[str, Any] = {}
-        self.started: dict[str, int] = {}  # first timestamp written, per kind
+        self.origin: float | None = None  #: monotonic time of the file's 0
         self.frames: dict[str, int] = {"video": 0, "audio": 0}
         self.size: tuple[int, int] | None = None
         self.video_mime: str | None = None
+        self._timeline: Timeline[EncodedFrame] = Timeline()
+        self._last_pts: dict[str, int] = {}
+        # audio released before the first keyframe may still belong after it
+        # (audio waits longer in aiortc's jitter buffer than video)
+        self._early_audio: collections.deque[tuple[EncodedFrame, float]] = collections.deque(
+            maxlen=EARLY_AUDIO_FRAMES
+        )
         self._expect_audio = False
         self._waiting_keyframe = True
 
     def expect(self, video: bool, audio: bool) -> None:
-        if not video and self.path.suffix.lower() in (".mp4", ".mov", ".m4a"):
-            raise MediaError(
-                f"{self.path}: the peer sends audio only, and MP4 takes no Opus: use .mkv"
-            )
         self._expect_audio = audio
         if not video:
             self._waiting_keyframe = False
@@ -125,20 +160,21 @@ class Recorder:
             stream.time_base = fractions.Fraction(1, first_video.clock_rate)
             self.streams["video"] = stream
         if self._expect_audio:
-            if self.container.format.name in ("mp4", "mov", "ipod", "3gp"):
-                # PyAV's codec-less streams cannot carry the channel count and
-                # OpusHead that the MP4 muxer wants
-                log.warning("%s: MP4 recordings hold the video only; use .mkv for audio", self.path)
-            else:
-                stream = self.container.add_mux_stream("opus", rate=48000)
-                stream.time_base = fractions.Fraction(1, 48000)
-                self.streams["audio"] = stream
-        if not self.streams:
-            self.container.close()
-            self.container = None
-            raise MediaError(f"{self.path}: nothing to record (MP4 takes no Opus: use .mkv)")
+            # A stream with a (never fed) libopus encoder rather than a bare
+            # mux stream: opening it fills in what the muxers need and PyAV
+            # cannot set on a mux stream: the channel count (MPEG-TS) and the
+            # OpusHead extradata (MP4's dOps box). Its pre-skip of 312 samples
+            # makes players drop the first 6.5 ms of the recording's audio.
+            stream = self.container.add_stream("libopus", rate=OPUS_RATE, layout="stereo")
+            self.streams["audio"] = stream
 
     def write(self, kind: str, frame: EncodedFrame) -> None:
+        for ready_kind, item, seconds in self._timeline.add(
+            kind, frame, frame.timestamp, frame.clock_rate, frame.arrival
+        ):
+            self._place(ready_kind, item, seconds)
+
+    def _place(self, kind: str, frame: EncodedFrame, seconds: float) -> None:
         if self.container is None:
             if kind == "video":
                 size = self._keyframe_size(frame)
@@ -150,15 +186,34 @@ class Recorder:
             elif not self._waiting_keyframe:
                 self._open(None)
             else:
+                self._early_audio.append((frame, seconds))
                 return
-        stream = self.streams.get(kind)
-        if stream is None:
+            self.origin = seconds
+            if self.on_start is not None:
+                self.on_start(seconds)
+            early = list(self._early_audio)
+            self._early_audio.clear()
+            self._mux(kind, frame, seconds)
+            for audio, at in early:
+                self._mux("audio", audio, at)
             return
-        first = self.started.setdefault(kind, frame.timestamp)
+        self._mux(kind, frame, seconds)
+
+    def _mux(self, kind: str, frame: EncodedFrame, seconds: float) -> None:
+        stream = self.streams.get(kind)
+        if stream is None or self.origin is None:
+            return
+        offset = seconds - self.origin
+        if offset < 0 or (self.seconds is not None and offset >= self.seconds):
+            return  # before the first keyframe, or past the asked length
+        pts = round(offset * frame.clock_rate)
+        if pts <= self._last_pts.get(kind, -1):
+            return  # a repeated or reordered frame: timestamps must increase
+        self._last_pts[kind] = pts
         packet = av.Packet(frame.data)
         packet.stream = stream
-        packet.time_base = stream.time_base
-        packet.pts = packet.dts = (frame.timestamp - first) % (1 << 32)
+        packet.time_base = fractions.Fraction(1, frame.clock_rate)
+        packet.pts = packet.dts = pts
         if kind == "video" and self._is_keyframe(frame):
             packet.is_keyframe = True
         try:
@@ -187,6 +242,8 @@ class Recorder:
         raise MediaError(f"cannot record {frame.mime} without re-encoding")
 
     def close(self) -> None:
+        for kind, item, seconds in self._timeline.flush():
+            self._place(kind, item, seconds)
         if self.container is not None:
             container, self.container = self.container, None
             try:

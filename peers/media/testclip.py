@@ -7,6 +7,8 @@ passthrough to browsers wants.
 
 from __future__ import annotations
 
+import array
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,48 @@ class _Tone:
     def close(self) -> None:
         self.out.mux(self.stream.encode(None))
         self.source.close()
+
+
+def make_flash_clip(
+    path: Path, seconds: float = 2.0, width: int = 160, height: int = 120, fps: int = 30
+) -> Path:
+    """A clip for checking audio/video sync: a dark picture and silence for
+    the first half, then a bright picture and a 1 kHz tone, switching at the
+    same instant (H.264 Baseline + Opus; container from the suffix, MKV is
+    what both codecs fit in). Looping it makes a switch every half."""
+    rate = 48000
+    frames = round(seconds * fps)
+    switch = frames // 2
+    with av.open(str(path), "w") as out:
+        video: Any = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.time_base = Fraction(1, fps)
+        video.codec_context.options = {
+            "profile": "baseline",
+            "preset": "ultrafast",
+            "x264-params": f"keyint={fps // 2}:min-keyint={fps // 2}:scenecut=0:bframes=0",
+        }
+        audio: Any = out.add_stream("libopus", rate=rate, layout="mono")
+        chunk = 960  # 20 ms
+        tone = array.array(
+            "h", (round(12000 * math.sin(2 * math.pi * 1000 * i / rate)) for i in range(rate))
+        )
+        sent = 0
+        for index in range(frames):
+            luma = 16 if index < switch else 235
+            picture = av.VideoFrame(width, height, "yuv420p")
+            for plane, value in zip(picture.planes, (luma, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            picture.pts, picture.time_base = index, Fraction(1, fps)
+            out.mux(video.encode(picture))
+            while sent < (index + 1) * rate // fps:  # interleaved, as real files are
+                loud = sent >= switch * rate // fps
+                samples = tone[sent % rate : sent % rate + chunk] if loud else None
+                block = av.AudioFrame("s16", "mono", chunk)
+                block.planes[0].update(samples.tobytes() if samples else bytes(2 * chunk))
+                block.sample_rate, block.pts, block.time_base = rate, sent, Fraction(1, rate)
+                sent += chunk
+                out.mux(audio.encode(block))
+        out.mux(video.encode(None))
+        out.mux(audio.encode(None))
+    return path

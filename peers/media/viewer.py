@@ -25,6 +25,7 @@ from rtc_signal.peers.channel import Channel
 from rtc_signal.peers.errors import ChannelClosed, PeerError
 from rtc_signal.peers.media.h264 import MediaError
 from rtc_signal.peers.media.receive import Recorder, encoded_frames, pump
+from rtc_signal.peers.media.timeline import SETTLE
 from rtc_signal.peers.session import PeerConfig, call
 from rtc_signal.proto.control import COMMANDS, CONTROL_LABEL, request
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 #: how long a control reply may take (seconds)
 REPLY_TIMEOUT = 10.0
+#: how long a recording may take to get its first keyframe once connected
+RECORDING_START = 15.0
+#: a recording's last frames reach us this much after their time (aiortc's
+#: jitter buffer holds audio 80 ms): wait for them past the deadline
+LATE_FRAMES = 0.25
 
 
 @dataclass
@@ -91,7 +97,12 @@ async def watch(
     """Watch ``target`` for ``duration`` seconds (or until SIGINT/SIGTERM)."""
     for text in controls:
         parse_control(text, 0)  # refuse unknown names before calling
-    recorder = Recorder(record) if record is not None else None
+    recording = asyncio.Event()
+    recorder = (
+        Recorder(record, duration, on_start=lambda _: recording.set())
+        if record is not None
+        else None
+    )
     tracks: dict[str, MediaStreamTrack] = {}
     transceivers: dict[str, Any] = {}
 
@@ -133,7 +144,20 @@ async def watch(
                     asyncio.ensure_future(stop.wait()),
                 }
                 if duration is not None:
-                    remaining = max(0.0, duration - (loop.time() - started))
+                    deadline = started + duration
+                    if recorder is not None:
+                        # the file is to hold `duration` seconds: count from its
+                        # first keyframe (written once the timeline has settled)
+                        first = asyncio.ensure_future(recording.wait())
+                        done, _ = await asyncio.wait(
+                            waiters | {first},
+                            timeout=RECORDING_START + SETTLE,
+                            return_when="FIRST_COMPLETED",
+                        )
+                        first.cancel()
+                        if recorder.origin is not None and not done & waiters:
+                            deadline = recorder.origin + duration + LATE_FRAMES
+                    remaining = max(0.0, deadline - loop.time())
                     await asyncio.wait(waiters, timeout=remaining, return_when="FIRST_COMPLETED")
                 elif not controls or record is not None:
                     await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
