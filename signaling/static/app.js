@@ -326,13 +326,13 @@ function resultTable(result) {
   const body = table.createTBody();
   for (const key of keys.slice(0, MAX_ROWS)) {
     const row = body.insertRow();
-    row.append(cell("th", clip(key, 32)), ...columns.map(([, v]) => cell("td", show(v?.[key]))));
+    row.append(cell("th", clip(key.replaceAll("_", " "), 32)), ...columns.map(([, v]) => cell("td", show(v?.[key]))));
   }
   for (const [key, value] of plain.slice(0, MAX_ROWS)) {
     const row = body.insertRow();
     const td = cell("td", show(value));
     td.colSpan = Math.max(1, columns.length);
-    row.append(cell("th", clip(key, 32)), td);
+    row.append(cell("th", clip(key.replaceAll("_", " "), 32)), td);
   }
   return table;
 }

@@ -66,7 +66,7 @@ def test_page_plays_a_passed_through_h264_camera(
 
 
 def test_page_control_buttons_round_trip_with_a_camera(
-    new_page: Any, page_url: Any, server_url: str, procs: Any
+    new_page: Any, page_url: Any, server_url: str, procs: Any, artifacts: Path
 ) -> None:
     """The Control buttons send ping/stats/keyframe/pause/resume on the `control`
     channel; each reply is shown readably (ping's RTT, paused/resumed, stats as
@@ -93,9 +93,10 @@ def test_page_control_buttons_round_trip_with_a_camera(
     table = page.locator("#log table.result")
     assert table.count() == 1
     assert table.locator("thead th").all_inner_texts()[1:] == ["this viewer", "all viewers"]
-    assert "kbps" in table.locator("tbody th").all_inner_texts()
+    assert "packets per s" in table.locator("tbody th").all_inner_texts()
     assert "{" not in page.inner_text("#log"), page.inner_text("#log")
     assert page.evaluate("window.rtcSignal.errors") == []
+    page.screenshot(path=str(artifacts / "page-control-replies.png"), full_page=True)
 
 
 def test_page_reports_a_malformed_control_reply_free_channel(
