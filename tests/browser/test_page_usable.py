@@ -60,7 +60,8 @@ def assert_idle(page: Any) -> None:
 def test_call_mute_camera_off_hang_up_and_call_again(new_page: Any, page_url: Any) -> None:
     """From an idle page: call by keyboard, mute and camera off (the callee sees
     black), hang up (both sides back to where they were), call again without
-    reloading, and a hang-up from the other side ends the caller's call too."""
+    reloading; a hang-up from the other side ends the caller's call too, and
+    the callee unregisters."""
     callee = new_page(page_url("?id=u1&video=1"))
     callee.wait_for_function("window.rtcSignal.signaling === 'registered'", timeout=15_000)
     caller = new_page(page_url())
@@ -125,6 +126,10 @@ def test_call_mute_camera_off_hang_up_and_call_again(new_page: Any, page_url: An
     assert callee.evaluate("window.rtcSignal.signaling") == "registered"
     assert callee.evaluate("window.rtcSignal.errors") == []
     assert caller.evaluate("window.rtcSignal.errors") == []
+    assert callee.inner_text("#register") == "Unregister"
+    callee.click("#register")  # and the callee leaves: idle again, its camera released
+    assert_idle(callee)
+    assert callee.evaluate("window.rtcSignal.signaling") == "idle"
 
 
 def overflow(page: Any) -> dict[str, Any]:
