@@ -23,12 +23,18 @@ ROUTES = {
     "/rtc-signal.js": "rtc-signal.js",
     "/app.js": "app.js",
     "/style.css": "style.css",
+    # the page links the SVG; /favicon.ico is what browsers and other clients
+    # ask for without looking at the page (favicon.svg drawn at 32x32, PNG in ICO)
+    "/favicon.svg": "favicon.svg",
+    "/favicon.ico": "favicon.ico",
 }
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".ico": "image/vnd.microsoft.icon",
 }
 
 # ws:/wss: so that ?server= may name another signaling server; blob: and
@@ -94,7 +100,8 @@ class Pages:
         if if_none_match is not None and asset.etag in _etags(if_none_match):
             return PageResponse(http.HTTPStatus.NOT_MODIFIED, headers, b"")
         headers.append(("Content-Type", asset.content_type))
-        if asset.content_type.startswith("text/html"):
+        # an SVG opened on its own is a document too: no scripts there either
+        if asset.content_type.startswith(("text/html", "image/svg+xml")):
             headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
             headers.append(("Referrer-Policy", "no-referrer"))
         return PageResponse(http.HTTPStatus.OK, headers, asset.body)

@@ -47,6 +47,28 @@ def test_javascript_client_module_is_served_as_javascript() -> None:
     run(main())
 
 
+def test_favicon_is_served_as_an_icon_and_linked_as_svg() -> None:
+    """/favicon.ico is a real ICO (not the 404 browsers used to get); the page
+    links /favicon.svg, served as SVG under the page's CSP (no scripts in it)."""
+
+    async def main() -> None:
+        async with running_server() as server:
+            status, headers, body = await http_get(server.url, "/favicon.ico")
+            assert status == 200
+            assert headers["content-type"] == "image/vnd.microsoft.icon"
+            # ICONDIR: reserved 0, type 1 (icon), at least one image
+            assert body[:4] == b"\x00\x00\x01\x00" and body[4] >= 1
+            assert headers["etag"].startswith('"')
+            _, _, page = await http_get(server.url, "/")
+            assert b'<link rel="icon" href="/favicon.svg" type="image/svg+xml">' in page
+            status, headers, body = await http_get(server.url, "/favicon.svg")
+            assert status == 200 and headers["content-type"] == "image/svg+xml"
+            assert body.startswith(b"<svg ") and b"<script" not in body
+            assert "script-src 'self'" in headers["content-security-policy"]
+
+    run(main())
+
+
 def test_matching_etag_gets_304_without_a_body() -> None:
     """A browser revalidating with If-None-Match gets 304 Not Modified."""
 

@@ -1,5 +1,6 @@
 // The page served at / by `rtc-signal serve`: register as an answer peer or
-// call one, see every message, type your own, send camera and microphone.
+// call one, see every message, type your own, send camera and microphone,
+// mute, turn the camera off, hang up and call again.
 //
 // URL parameters (all optional): id=NAME (register as answer peer),
 // target=NAME (call it; with id= as our own ID), interval=S (send
@@ -8,7 +9,8 @@
 // token=T (auth token), ice=URL[,URL] with iceUsername/iceCredential (ICE
 // servers; none by default: nothing public is contacted behind your back).
 //
-// Tests read window.rtcSignal: {log, sessions, signaling, errors}.
+// Tests read window.rtcSignal: {log, sessions, signaling, errors, role,
+// localStream, control}.
 
 import { AnswerPeer, call, defaultServer } from "/rtc-signal.js";
 
@@ -16,10 +18,13 @@ const params = new URLSearchParams(window.location.search);
 const $ = (id) => document.getElementById(id);
 
 const page = {
-  log: [], // {time, kind: "sent"|"recv"|"info"|"error", peer, text}
+  log: [], // {time, kind: "sent"|"recv"|"info"|"error", peer, text, reply?}
   sessions: new Map(), // remote id -> PeerSession
   signaling: "idle",
   errors: [],
+  // "idle" | "registering" | "registered" | "dialing" | "calling"
+  role: "idle",
+  localStream: null,
 };
 window.rtcSignal = page;
 
@@ -34,8 +39,13 @@ const iceServers = (params.get("ice") || "")
       : { urls },
   );
 
-function log(kind, peer, text) {
+let answerPeer = null; // the AnswerPeer while registered
+
+// -- log -----------------------------------------------------------------------
+
+function log(kind, peer, text, { reply = null, table = null } = {}) {
   const entry = { time: Date.now(), kind, peer, text };
+  if (reply !== null) entry.reply = reply;
   page.log.push(entry);
   if (kind === "error") page.errors.push(text);
   const li = document.createElement("li");
@@ -43,6 +53,7 @@ function log(kind, peer, text) {
   const time = document.createElement("time");
   time.textContent = new Date(entry.time).toLocaleTimeString();
   li.append(time, peer ? `${peer}: ${text}` : text);
+  if (table) li.append(table);
   $("log").append(li);
   $("log").scrollTop = $("log").scrollHeight;
 }
@@ -52,6 +63,56 @@ function setSignaling(state, text = state) {
   const badge = $("signaling-state");
   badge.dataset.state = state;
   badge.textContent = `signaling: ${text}`;
+}
+
+// -- what can be done now --------------------------------------------------------
+
+function openSessions() {
+  return [...page.sessions.values()].filter((s) => s.channel && s.channel.readyState === "open");
+}
+
+function guidance() {
+  const peers = [...page.sessions.keys()].join(", ");
+  switch (page.role) {
+    case "registering":
+      return "Registering…";
+    case "registered":
+      return peers
+        ? `In a call with ${peers}. Type below, or hang up (you stay registered).`
+        : `Registered as ${answerPeer ? answerPeer.id : ""}: others can call this ID now. Unregister to call someone yourself.`;
+    case "dialing":
+      return "Calling…";
+    case "calling":
+      return peers ? `In a call with ${peers}. Type below, or hang up.` : "Call ended.";
+    default:
+      return "Register an ID to wait for calls, or type someone's ID and press Call.";
+  }
+}
+
+/** Enable exactly the controls that can work now (called on every state change). */
+function refresh() {
+  const idle = page.role === "idle";
+  const registered = page.role === "registered";
+  const open = openSessions().length > 0;
+  const stream = page.localStream;
+  $("id").disabled = !idle;
+  $("register").textContent = registered ? "Unregister" : "Register";
+  $("register").disabled = !(registered || (idle && $("id").value.trim()));
+  $("target").disabled = !idle;
+  $("call").disabled = !(idle && $("target").value.trim());
+  $("video").disabled = !idle;
+  $("interval").disabled = !idle;
+  $("hangup").disabled = page.sessions.size === 0;
+  $("mute").disabled = !(stream && stream.getAudioTracks().length);
+  $("camera").disabled = !(stream && stream.getVideoTracks().length);
+  for (const button of document.querySelectorAll("#controls button")) button.disabled = !open;
+  $("message").disabled = !open;
+  $("send").disabled = !open;
+  const text = guidance();
+  if ($("guide").textContent !== text) $("guide").textContent = text;
+  // a video element only where there is a stream to show
+  $("local-box").hidden = !stream || stream.getVideoTracks().length === 0;
+  $("media").hidden = $("local-box").hidden && $("remote-videos").childElementCount === 0;
 }
 
 // -- peers ---------------------------------------------------------------------
@@ -68,6 +129,7 @@ function renderPeers() {
     list.append(li);
   }
   $("no-peers").hidden = page.sessions.size > 0;
+  refresh();
 }
 
 let timer = null;
@@ -84,6 +146,11 @@ function startTimer() {
       sendTo(session, `browser-${n}`);
     }
   }, interval * 1000);
+}
+
+function stopTimer() {
+  clearInterval(timer);
+  timer = null;
 }
 
 function sendTo(session, text) {
@@ -103,6 +170,7 @@ function adopt(session) {
   session.addEventListener("open", () => {
     log("info", id, "data channel open");
     startTimer();
+    refresh();
   });
   session.addEventListener("message", (e) => {
     const data = e.detail.data;
@@ -115,12 +183,12 @@ function adopt(session) {
     log("info", id, "call ended");
     if (page.sessions.get(id) === session) page.sessions.delete(id);
     $(`remote-${id}`)?.remove();
+    if (page.role === "calling" && page.sessions.size === 0) backToIdle("idle");
     renderPeers();
   });
 }
 
 function showRemoteTrack(id, event) {
-  $("media").hidden = false;
   let box = $(`remote-${id}`);
   if (!box) {
     box = document.createElement("div");
@@ -134,6 +202,7 @@ function showRemoteTrack(id, event) {
     video.dataset.peer = id;
     video.srcObject = new MediaStream();
     const label = document.createElement("span");
+    label.className = "caption";
     label.textContent = id;
     box.append(video, label);
     $("remote-videos").append(box);
@@ -142,6 +211,7 @@ function showRemoteTrack(id, event) {
   video.srcObject.addTrack(event.track);
   video.play().catch(() => {});
   log("info", id, `receiving ${event.track.kind}`);
+  refresh();
 }
 
 // -- control commands (the "control" data channel; see the README) --------------
@@ -158,10 +228,10 @@ async function control(session, cmd) {
       try {
         reply = JSON.parse(e.data);
       } catch {
-        log("error", session.remoteId, `control reply is not JSON: ${e.data}`);
+        log("error", session.remoteId, `control reply is not JSON: ${clip(String(e.data))}`);
         return;
       }
-      const w = waiting.get(reply.id);
+      const w = waiting.get(reply?.id);
       if (w) {
         clearTimeout(w.timer);
         waiting.delete(reply.id);
@@ -175,41 +245,153 @@ async function control(session, cmd) {
   const reply = await new Promise((resolve) => {
     const timer = setTimeout(() => {
       waiting.delete(id);
-      resolve({ id, ok: false, error: "no reply within 5 s" });
+      resolve({ id, ok: false, error: "no reply within 5 s (is it a camera peer?)" });
     }, 5000);
     waiting.set(id, { resolve, timer });
     channel.send(JSON.stringify(request));
-    log("sent", session.remoteId, `control ${JSON.stringify(request)}`);
+    log("sent", session.remoteId, `control: ${cmd}`);
   });
-  if (reply.ok && cmd === "ping" && typeof reply.result?.t === "number") {
-    log("recv", session.remoteId, `pong: RTT ${(performance.now() - reply.result.t).toFixed(1)} ms`);
-  } else {
-    log(reply.ok ? "recv" : "error", session.remoteId, `control ${JSON.stringify(reply)}`);
-  }
+  const { kind, text, table } = describeReply(cmd, reply);
+  log(kind, session.remoteId, text, { reply, table });
   return reply;
 }
 page.control = control;
 
-// -- actions -------------------------------------------------------------------
+/** A remote peer's string, bounded for the log. */
+function clip(text, max = 80) {
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+function show(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (typeof value === "object") return clip(JSON.stringify(value));
+  return clip(String(value));
+}
+
+/** A control reply as a readable line (and a table for stats). */
+function describeReply(cmd, reply) {
+  if (!reply || reply.ok !== true) {
+    return { kind: "error", text: `${cmd} failed: ${show(reply?.error ?? "malformed reply")}` };
+  }
+  const result = reply.result && typeof reply.result === "object" ? reply.result : {};
+  switch (cmd) {
+    case "ping":
+      if (typeof result.t === "number") {
+        return { kind: "recv", text: `pong: RTT ${(performance.now() - result.t).toFixed(1)} ms` };
+      }
+      break;
+    case "stats":
+      return { kind: "recv", text: "stats:", table: resultTable(result) };
+    case "keyframe":
+      return {
+        kind: "recv",
+        text: result.requested ? "keyframe requested" : `no keyframe: ${show(result.reason ?? "not possible")}`,
+      };
+    case "pause":
+    case "resume":
+      if (typeof result.paused === "boolean") {
+        return { kind: "recv", text: result.paused ? "video paused" : "video resumed" };
+      }
+      break;
+  }
+  return { kind: "recv", text: `${cmd}: ${show(result)}` };
+}
+
+const COLUMN_NAMES = { viewer: "this viewer", total: "all viewers" };
+const MAX_ROWS = 40;
+
+/**
+ * A result object as a table: nested objects side by side as columns (stats:
+ * this viewer | all viewers), their keys as rows; other values as rows of
+ * their own. Text only (textContent): a remote peer wrote these strings.
+ */
+function resultTable(result) {
+  const columns = Object.entries(result).filter(
+    ([, v]) => v === null || (typeof v === "object" && !Array.isArray(v)),
+  );
+  const plain = Object.entries(result).filter(([k]) => !columns.some(([c]) => c === k));
+  const keys = [...new Set(columns.flatMap(([, v]) => Object.keys(v ?? {})))];
+  const table = document.createElement("table");
+  table.className = "result";
+  const cell = (tag, text) => {
+    const el = document.createElement(tag);
+    el.textContent = text;
+    return el;
+  };
+  if (columns.length) {
+    const head = table.createTHead().insertRow();
+    head.append(cell("th", ""), ...columns.map(([name]) => cell("th", COLUMN_NAMES[name] ?? clip(name, 24))));
+  }
+  const body = table.createTBody();
+  for (const key of keys.slice(0, MAX_ROWS)) {
+    const row = body.insertRow();
+    row.append(cell("th", clip(key.replaceAll("_", " "), 32)), ...columns.map(([, v]) => cell("td", show(v?.[key]))));
+  }
+  for (const [key, value] of plain.slice(0, MAX_ROWS)) {
+    const row = body.insertRow();
+    const td = cell("td", show(value));
+    td.colSpan = Math.max(1, columns.length);
+    row.append(cell("th", clip(key.replaceAll("_", " "), 32)), td);
+  }
+  return table;
+}
+
+// -- local media ---------------------------------------------------------------
 
 async function localMedia() {
   if (!$("video").checked) return null;
   const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-  $("media").hidden = false;
+  page.localStream = stream;
   $("local-video").srcObject = stream;
+  setMuted(false);
+  setCameraOff(false);
   return stream;
 }
 
-function lockForm() {
-  for (const el of document.querySelectorAll("#connect input, #connect button")) el.disabled = true;
+function stopLocalMedia() {
+  for (const track of page.localStream?.getTracks() ?? []) track.stop();
+  page.localStream = null;
+  $("local-video").srcObject = null;
+  setMuted(false);
+  setCameraOff(false);
+}
+
+// A disabled track keeps its place in the call and sends silence or black
+// frames: the remote side needs no renegotiation, and turning it back on is instant.
+function setMuted(muted) {
+  for (const track of page.localStream?.getAudioTracks() ?? []) track.enabled = !muted;
+  $("mute").setAttribute("aria-pressed", String(muted));
+}
+
+function setCameraOff(off) {
+  for (const track of page.localStream?.getVideoTracks() ?? []) track.enabled = !off;
+  $("camera").setAttribute("aria-pressed", String(off));
+  $("local-box").classList.toggle("off", off);
+}
+
+// -- actions -------------------------------------------------------------------
+
+function setRole(role) {
+  page.role = role;
+  refresh();
+}
+
+/** End everything of the current role: calls, registration, camera. */
+function backToIdle(signalingState) {
+  stopTimer();
+  stopLocalMedia();
+  if (signalingState) setSignaling(signalingState);
+  setRole("idle");
 }
 
 async function register(id) {
-  lockForm();
+  setRole("registering");
   setSignaling("connecting");
   try {
-    const localStream = await localMedia();
-    const peer = await AnswerPeer.register(server, id, { token, iceServers, localStream });
+    await localMedia();
+    const peer = await AnswerPeer.register(server, id, { token, iceServers, localStream: page.localStream });
+    answerPeer = peer;
     setSignaling("registered", `registered as ${id}`);
     log("info", "", `registered as ${id}; waiting for calls`);
     peer.addEventListener("call", (e) => {
@@ -227,68 +409,109 @@ async function register(id) {
       log("info", "", `registered again as ${id}`);
     });
     peer.addEventListener("close", (e) => {
-      setSignaling("closed", `closed (${e.detail.code})`);
+      if (answerPeer !== peer) return; // unregistered on purpose
+      answerPeer = null;
       log("info", "", `signaling closed (${e.detail.code} ${e.detail.reason})`);
+      backToIdle();
+      setSignaling("closed", `closed (${e.detail.code})`);
     });
+    setRole("registered");
   } catch (err) {
+    backToIdle();
     setSignaling("error", "error");
     log("error", "", err.message);
   }
 }
 
+function unregister() {
+  const peer = answerPeer;
+  answerPeer = null;
+  peer?.close();
+  log("info", "", "unregistered");
+  backToIdle("idle");
+}
+
 async function dial(target) {
-  lockForm();
+  setRole("dialing");
   setSignaling("connecting");
   try {
-    const localStream = await localMedia();
-    const options = { token, iceServers, localStream };
+    await localMedia();
+    const options = { token, iceServers, localStream: page.localStream };
     if (params.get("id")) options.id = params.get("id");
     const session = await call(server, target, options);
     setSignaling("open", `calling ${target}`);
     log("info", target, `offer accepted as ${session.localId}`);
+    setRole("calling");
     adopt(session);
-    session.signaling.addEventListener("close", () => setSignaling("closed", "closed"));
+    session.signaling.addEventListener("close", () => {
+      if (page.role === "calling" && page.sessions.get(target) === session) setSignaling("closed", "closed");
+    });
     await session.opened();
   } catch (err) {
+    if (page.role === "dialing") backToIdle();
     setSignaling("error", "error");
     log("error", target, err.message);
   }
 }
 
-$("answer-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  register($("id").value.trim());
-});
-$("offer-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  dial($("target").value.trim());
-});
-$("send-form").addEventListener("submit", (e) => {
-  e.preventDefault();
-  const text = $("message").value;
-  if (!text) return;
-  if (page.sessions.size === 0) log("error", "", "no peer to send to");
-  for (const session of page.sessions.values()) sendTo(session, text);
-  $("message").value = "";
-});
-for (const button of document.querySelectorAll("#controls button")) {
-  button.addEventListener("click", () => {
-    if (page.sessions.size === 0) log("error", "", "no peer to send control commands to");
-    for (const session of page.sessions.values()) {
-      control(session, button.dataset.cmd).catch((err) => log("error", session.remoteId, err.message));
-    }
+function hangUp() {
+  // closing a session fires its "close" event, which does the rest
+  for (const session of [...page.sessions.values()]) session.close();
+}
+
+// -- the one-to-one call page ------------------------------------------------------
+
+function callMode() {
+  $("answer-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (page.role === "registered") unregister();
+    else if (page.role === "idle") register($("id").value.trim());
   });
+  $("offer-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (page.role === "idle") dial($("target").value.trim());
+  });
+  $("id").addEventListener("input", refresh);
+  $("target").addEventListener("input", refresh);
+  $("send-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("message").value;
+    if (!text) return;
+    const sessions = openSessions();
+    if (sessions.length === 0) log("error", "", "no peer to send to");
+    for (const session of sessions) sendTo(session, text);
+    $("message").value = "";
+  });
+  $("hangup").addEventListener("click", hangUp);
+  $("mute").addEventListener("click", () => setMuted($("mute").getAttribute("aria-pressed") !== "true"));
+  $("camera").addEventListener("click", () =>
+    setCameraOff($("camera").getAttribute("aria-pressed") !== "true"),
+  );
+  for (const button of document.querySelectorAll("#controls button")) {
+    button.addEventListener("click", () => {
+      for (const session of openSessions()) {
+        control(session, button.dataset.cmd).catch((err) => log("error", session.remoteId, err.message));
+      }
+    });
+  }
+
+  // scripting through the URL
+  $("server").textContent = server;
+  $("id").value = params.get("id") || "";
+  $("target").value = params.get("target") || "";
+  $("interval").value = params.get("interval") || "";
+  $("video").checked = params.get("video") === "1";
+  refresh();
+  if (params.get("target")) {
+    dial(params.get("target"));
+  } else if (params.get("id")) {
+    register(params.get("id"));
+  }
 }
 
-// -- scripting through the URL -----------------------------------------------------
-
-$("server").textContent = server;
-$("id").value = params.get("id") || "";
-$("target").value = params.get("target") || "";
-$("interval").value = params.get("interval") || "";
-$("video").checked = params.get("video") === "1";
-if (params.get("target")) {
-  dial(params.get("target"));
-} else if (params.get("id")) {
-  register(params.get("id"));
+/** Picks the page's mode from the URL (one today: a call with one peer at a time). */
+function main() {
+  callMode();
 }
+
+main();
