@@ -24,6 +24,7 @@ NOT_FOUND = 404
 CONFLICT = 409
 TOO_LARGE = 413
 TOO_MANY_REQUESTS = 429
+SERVICE_UNAVAILABLE = 503
 
 #: refusals of one connection logged one by one; after them, one line per
 #: REFUSALS_PER_LINE (with the count), so that a client repeating a refused
@@ -33,18 +34,26 @@ REFUSALS_PER_LINE = 100
 
 
 class Path(enum.Enum):
-    """The two endpoints of the Go demo."""
+    """The two endpoints of the Go demo, and rtc-signal's rooms."""
 
     REGISTER = "/register"  # answer peers: wait to be called
     OFFER = "/offer"  # offer peers: the callers
+    ROOM = "/room"  # room members (docs/PROTOCOL.md "Rooms")
 
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``frame`` on ``conn`` (a reply; the frame type matches the client's)."""
+    """Send ``frame`` on ``conn`` (a reply; the frame type matches the client's).
+
+    ``notice``: a frame the server originates (a room's Presence), possibly to
+    another connection than the sender's: it never makes the sender wait for
+    that connection's buffer, and it earns the receiver a reply credit (its
+    ack is not charged to its rate limit), like a forwarded frame.
+    """
 
     conn: ConnId
     frame: Frame
+    notice: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,13 @@ def main() -> None:
     "(peers that sent a resume key; 0 disables).",
 )
 @click.option(
+    "--max-room-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Members a room (/room) may have at once; more are refused with 503.",
+)
+@click.option(
     "--whep/--no-whep",
     default=True,
     show_default=True,
@@ -230,6 +237,7 @@ def serve(
     ping_interval: float,
     ping_timeout: float,
     resume_grace: float,
+    max_room_size: int,
     pages: bool,
     whep: bool,
     **security: Any,
@@ -248,6 +256,7 @@ def serve(
         ping_interval=ping_interval or None,
         ping_timeout=ping_timeout if ping_interval else None,
         resume_grace=resume_grace,
+        max_room_size=max_room_size,
         serve_pages=pages,
         whep=whep,
         **_security_config(security),
@@ -269,10 +278,15 @@ def serve(
     show_default=True,
     help="How long the token is valid: seconds, or with a unit (90s, 15m, 1h, 7d).",
 )
+@click.option(
+    "--room",
+    default=None,
+    help="Grant the ID in this room only (a room token: valid on /room, for this room).",
+)
 @_secret_option
-def token(peer_id: str, ttl: str, secret: str | None) -> None:
-    """Print a token that lets a peer register or call as ID (needs the
-    server's secret)."""
+def token(peer_id: str, ttl: str, room: str | None, secret: str | None) -> None:
+    """Print a token that lets a peer register or call as ID, or with --room
+    join that room as ID (needs the server's secret)."""
     from rtc_signal.proto import tokens
 
     if not secret:
@@ -290,7 +304,11 @@ def token(peer_id: str, ttl: str, secret: str | None) -> None:
     import math
     import time
 
-    click.echo(tokens.mint(key, peer_id, math.ceil(time.time() + seconds)))
+    try:
+        minted = tokens.mint(key, peer_id, math.ceil(time.time() + seconds), room)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--room" if room else "--id") from None
+    click.echo(minted)
 
 
 if __name__ == "__main__":

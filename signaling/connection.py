@@ -103,6 +103,7 @@ class FastPathConnection(ServerConnection):
     # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
     __slots__ = (
         "allowed_id",
+        "allowed_room",
         "backlog",
         "blocked",
         "body_waiter",
@@ -169,6 +170,8 @@ class FastPathConnection(ServerConnection):
         self.idle: asyncio.Future[None] | None = None
         #: the ID this connection's token grants (set at the handshake), if any
         self.allowed_id: str | None = None
+        #: the room its token grants the ID in (a room token), if any
+        self.allowed_room: str | None = None
         #: the owner's connection limit, counted from accept (see connection_made);
         #: a subclass made by the owner sets it before the connection is made
         self.gate: AcceptGate[FastPathConnection] | None = None

@@ -31,7 +31,10 @@ Rules (codes are documented in the README):
   of :meth:`Router.tick` without signaling.
 - Anything malformed is answered with 400 and the connection stays usable.
 - A connection opened with a token (see :mod:`proto.tokens`) may only
-  register, or bind as an offer peer, the token's ID (403 otherwise).
+  register, or bind as an offer peer, the token's ID (403 otherwise); a
+  room token only joins its room, on ``/room``.
+- Rooms (``/room``, commands 5-7 and the relay among members) follow
+  :mod:`signaling.room_rules`; commands 5-7 elsewhere get 403.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ from rtc_signal.signaling.actions import (
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 from rtc_signal.signaling.logtext import clip
+from rtc_signal.signaling.room_rules import RoomRules
+from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,8 @@ class _Conn:
     resume: str | None = None
     #: the only ID this connection may use (its token's), or None: any ID
     allowed_id: str | None = None
+    #: the only room it may join (its room token's), or None
+    allowed_room: str | None = None
     #: how many of its frames were refused (for the log)
     refusals: int = 0
 
@@ -126,7 +133,9 @@ def _not_token_id(peer_id: str, state: _Conn) -> str:
 class Router:
     """Registry of peers and routing of envelopes between their connections."""
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, max_room_size: int = DEFAULT_MAX_ROOM_SIZE
+    ) -> None:
         self.max_frame = max_frame
         self._conns: dict[ConnId, _Conn] = {}
         self._answers: dict[str, ConnId] = {}
@@ -137,6 +146,7 @@ class Router:
         self._held: dict[str, _Hold] = {}
         self._hold_tokens = 0
         self._calls = CallTable()
+        self._rooms = RoomRules(self._error, self._ack, max_room_size)
 
     # -- connection life cycle -------------------------------------------
 
@@ -146,10 +156,19 @@ class Router:
         path: Path,
         resume: str | None = None,
         allowed_id: str | None = None,
+        allowed_room: str | None = None,
     ) -> None:
         """A new connection; ``resume`` is the resume key it came with (/register),
-        ``allowed_id`` the ID its token grants (None: any)."""
-        self._conns[conn] = _Conn(path, resume=resume or None, allowed_id=allowed_id)
+        ``allowed_id`` the ID its token grants (None: any), in ``allowed_room``
+        for a room token."""
+        self._conns[conn] = _Conn(
+            path, resume=resume or None, allowed_id=allowed_id, allowed_room=allowed_room
+        )
+
+    def leave_room(self, conn: ConnId) -> list[Action]:
+        """``conn`` (closed) leaves its room: the Presence notices to the others.
+        Call before :meth:`disconnect`, which forgets it silently."""
+        return self._rooms.leave(conn)
 
     def disconnect(self, conn: ConnId, hold: bool = True) -> Held | None:
         """Forget a closed connection and every ID registered through it.
@@ -163,6 +182,8 @@ class Router:
             return None
         if state.path is Path.OFFER:
             self._calls.drop_offer(conn)
+        if state.path is Path.ROOM:
+            self._rooms.leave(conn)
         if state.peer_id is None:
             return None
         registry = self._answers if state.path is Path.REGISTER else self._offers
@@ -198,7 +219,7 @@ class Router:
         """A unit of time passed (the I/O layer calls this on a timer): calls
         without signaling for :data:`~signaling.calls.IDLE_TICKS` ticks end.
         Returns how many ended."""
-        return self._calls.tick()
+        return self._calls.tick() + self._rooms.tick()
 
     # -- queries -----------------------------------------------------------
 
@@ -213,12 +234,19 @@ class Router:
         return sorted(self._offers)
 
     def calls(self) -> int:
-        """How many calls (offer connection, answer peer) are known."""
-        return len(self._calls)
+        """How many calls (offer connection, answer peer; and in rooms) are known."""
+        return len(self._calls) + self._rooms.calls()
+
+    def rooms(self) -> dict[str, list[str]]:
+        """The rooms and their members, oldest first."""
+        table = self._rooms.table
+        return {room: table.members(room) for room in table.rooms()}
 
     def peer_id(self, conn: ConnId) -> str | None:
         state = self._conns.get(conn)
-        return None if state is None else state.peer_id
+        if state is None or state.path is not Path.ROOM:
+            return None if state is None else state.peer_id
+        return self._rooms.member_id(conn)
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -272,6 +300,14 @@ class Router:
                 return []
             request = envelope.request
             source, target = request.source, request.target
+        if state.path is Path.ROOM:
+            grant = (state.allowed_id, state.allowed_room)
+            actions = self._rooms.receive(conn, command, source, target, frame, text, grant)
+            self.stats.forwarded += isinstance(actions[0], Forward)
+            return actions
+        if command >= Command.JOIN or state.allowed_room is not None:
+            why = "rooms are on /room" if command >= Command.JOIN else "a room token is for /room"
+            return [self._error(conn, RESPONSE[command], FORBIDDEN, why, text)]
         if command is Command.INIT:
             return [self._register(conn, state, source, text)]
         return self._route(conn, state, command, source, target, frame, text)
@@ -286,6 +322,7 @@ class Router:
 
     def forward_failed(self, action: Forward) -> list[Action]:
         """The target of ``action`` was closed before the frame reached it."""
+        notices = self.leave_room(action.target)
         self.disconnect(action.target)
         return [
             self._error(
@@ -294,7 +331,8 @@ class Router:
                 NOT_FOUND,
                 f"peer {clip(action.target_id)} has gone",
                 isinstance(action.frame, str),
-            )
+            ),
+            *notices,
         ]
 
     # -- rules ---------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The signaling server: the asyncio layer around :class:`signaling.router.Router`.
 
-It only moves data: it accepts WebSocket connections on ``/register`` and
-``/offer``, feeds each message to the router and performs the actions the
-router returns. It owns what the router must not know about: sockets, the
-frame size limit enforced by websockets, keepalive pings, flow control and
-shutdown. The connections are :class:`signaling.connection.FastPathConnection`,
-which hand it data messages straight from ``data_received``; what they write
+It only moves data: it accepts WebSocket connections on ``/register``,
+``/offer`` and ``/room`` (rooms: :mod:`signaling.room_rules`), feeds each
+message to the router and performs the actions the router returns. It owns
+what the router must not know about: sockets, the frame size limit enforced
+by websockets, keepalive pings, flow control and shutdown. The connections
+are :class:`signaling.connection.FastPathConnection`, which hand it data
+messages straight from ``data_received``; what they write
 while it handles one read goes out with one ``write`` per connection
 (:meth:`SignalingServer.flush`), and one keepalive task pings them all, instead
 of a task each (``benchmarks/README.md`` has the measurements).
@@ -55,6 +56,7 @@ from rtc_signal.signaling.gate import AcceptGate
 from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.pages import Pages
+from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE
 from rtc_signal.signaling.router import (
     TOO_MANY_REQUESTS,
     Action,
@@ -141,6 +143,8 @@ class ServerConfig:
     #: seconds a connection may stay without registering (or, on /offer,
     #: without sending its first offer) before it is closed; None: forever
     idle_timeout: float | None = None
+    #: members a room may have at once (more get 503)
+    max_room_size: int = DEFAULT_MAX_ROOM_SIZE
     #: PEM certificate chain and key: serve wss:// (TLS)
     certfile: str | None = None
     keyfile: str | None = None
@@ -165,7 +169,7 @@ class SignalingServer:
 
     def __init__(self, config: ServerConfig = ServerConfig()) -> None:
         self.config = config
-        self.router = Router(max_frame=config.max_frame)
+        self.router = Router(max_frame=config.max_frame, max_room_size=config.max_room_size)
         self._connections: dict[ConnId, FastPathConnection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -394,7 +398,8 @@ class SignalingServer:
                 why = "a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)"
             else:
                 try:
-                    connection.allowed_id = tokens.verify(cfg.secret, token, time.time())
+                    grant = tokens.verify(cfg.secret, token, time.time())
+                    connection.allowed_id, connection.allowed_room = grant
                     why = ""
                 except tokens.TokenError as exc:
                     why = f"invalid token: {exc}"
@@ -415,7 +420,7 @@ class SignalingServer:
             return self.whep.handle(connection, request)
         if connection.splitter is not None and connection.splitter.refusal is not None:
             return _refusal(connection, *connection.splitter.refusal)
-        if path in (Path.REGISTER.value, Path.OFFER.value):
+        if path in (Path.REGISTER.value, Path.OFFER.value, Path.ROOM.value):
             try:
                 resume_key(request.path)
             except ValueError as exc:
@@ -433,7 +438,7 @@ class SignalingServer:
                 page.status, Headers(page.headers), page.body, head=request.method == "HEAD"
             )
         return connection.respond(
-            http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register or /offer\n"
+            http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register, /offer or /room\n"
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -448,7 +453,7 @@ class SignalingServer:
         ws.request.headers = Headers()
         ws.response.headers = Headers()
         self._connections[conn] = ws
-        self.router.connect(conn, path, resume, ws.allowed_id)
+        self.router.connect(conn, path, resume, ws.allowed_id, ws.allowed_room)
         log.debug("conn %s: open on %s from %s", conn, path.value, ws.remote_address)
         cfg = self.config
         if cfg.rate_limit is not None:
@@ -475,6 +480,9 @@ class SignalingServer:
                 idle_timer.cancel()  # (it would keep the closed connection for its delay)
             ws.owner = None
             ws.backlog = None
+            # its room's other members hear that it left (Presence "leave")
+            self._perform(ws, self.router.leave_room(conn))
+            self.flush()
             # A peer that closed with 1000 is leaving: hold nothing for it.
             held = self.router.disconnect(conn, hold=ws.close_code != CloseCode.NORMAL_CLOSURE)
             if held is not None:
@@ -575,6 +583,9 @@ class SignalingServer:
                     blocked = self._write(target, action.frame, ws, action) or self._write(
                         ws, action.ack, ws, None
                     )
+            elif action.notice:
+                blocked = False
+                self._notify(action.conn, action.frame)
             else:
                 to = self._connections.get(action.conn)
                 blocked = to is not None and self._write(to, action.frame, ws, None)
@@ -602,6 +613,20 @@ class SignalingServer:
         if target.credits < MAX_CREDITS:
             target.credits += 1
         return True
+
+    def _notify(self, conn: ConnId, frame: Message) -> None:
+        """Write a frame the server originates (Presence) to ``conn``: it never
+        holds anyone up (a few small frames per join or leave), is not charged
+        to the receiver's inbox budget, and earns it a credit for its ack."""
+        target = self._connections.get(conn)
+        if target is None or target.protocol.state is not _OPEN:
+            return  # it is leaving; its own departure is on the way
+        target.write_frame(frame)
+        if target.bucket is not None and target.credits < MAX_CREDITS:
+            target.credits += 1
+        if not target.dirty:
+            target.dirty = True
+            self._dirty.append(target)
 
     def _write_to(self, conn: ConnId, frame: Message) -> bool:
         """Write ``frame`` to connection ``conn`` now (WHEP); False if it is gone."""

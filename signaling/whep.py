@@ -302,13 +302,17 @@ class WhepGateway:
                     origin,
                 )
             try:
-                allowed_id = tokens.verify(self.secret, token, time.time())
+                allowed_id, room = tokens.verify(self.secret, token, time.time())
             except tokens.TokenError as exc:
                 return error(
                     http.HTTPStatus.UNAUTHORIZED,
                     f"invalid token: {exc}",
                     origin,
                     logged=f"invalid token: {clip(exc)}",
+                )
+            if room is not None:
+                return error(
+                    http.HTTPStatus.FORBIDDEN, "a room token is only valid on /room", origin
                 )
         if peer_id not in self.router.answer_peers():
             return error(

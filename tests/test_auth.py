@@ -19,8 +19,8 @@ NOW = 1_800_000_000
 def test_minted_token_verifies_to_its_id_until_expiry() -> None:
     """A token grants its ID before its expiry and is refused from the expiry on."""
     token = tokens.mint(SECRET, "alice", NOW + 60)
-    assert tokens.verify(SECRET, token, NOW) == "alice"
-    assert tokens.verify(SECRET, token, NOW + 59.9) == "alice"
+    assert tokens.verify(SECRET, token, NOW) == ("alice", None)
+    assert tokens.verify(SECRET, token, NOW + 59.9) == ("alice", None)
     with pytest.raises(tokens.TokenError, match="expired"):
         tokens.verify(SECRET, token, NOW + 60)
 
@@ -78,7 +78,7 @@ def test_any_id_round_trips_including_colons_and_unicode(peer_id: str, expiry: i
     except UnicodeEncodeError:  # lone surrogates are not valid IDs on the wire either
         return
     assert tokens.peek_id(token) == peer_id
-    assert tokens.verify(SECRET, token, expiry - 1) == peer_id
+    assert tokens.verify(SECRET, token, expiry - 1) == (peer_id, None)
 
 
 def test_empty_id_cannot_be_minted() -> None:

@@ -412,9 +412,9 @@ def test_float_literal_command_rejected() -> None:
             decode(b'{"command":' + literal + b',"payload":"e30="}')
 
 
-@pytest.mark.parametrize("command", [0, 5, 99, 105, 200, -1, -101, 2**63, 2**70])
+@pytest.mark.parametrize("command", [0, 8, 99, 108, 200, -1, -101, 2**63, 2**70])
 def test_unknown_command_rejected(command: int) -> None:
-    """An integer command outside 1-4, 100-104 is UnknownCommand with command None."""
+    """An integer command outside 1-7, 100-107 is UnknownCommand with command None."""
     with pytest.raises(UnknownCommand) as info:
         decode(raw_frame(command, b64(OK_PAYLOAD)))
     assert info.value.command is None
@@ -576,7 +576,7 @@ def test_huge_integer_is_protocol_error() -> None:
         (raw_frame(103, "e30"), InvalidBase64, Command.OFFER_RESPONSE),
         (raw_frame(2, b64(b"not json")), InvalidPayload, Command.ANSWER),
         (raw_frame(104, b64(b"[1]")), InvalidPayload, Command.CANDIDATE_RESPONSE),
-        (raw_frame(7, b64(b"{}")), UnknownCommand, None),
+        (raw_frame(9, b64(b"{}")), UnknownCommand, None),
         (raw_frame("3", b64(b"{}")), MalformedFrame, None),
         (b"not json", MalformedFrame, None),
         (b'{"command":3,', MalformedFrame, None),
@@ -623,15 +623,18 @@ def test_decode_payload_uses_command_kind() -> None:
 
 
 def test_command_values_and_response_mapping() -> None:
-    """Requests 1-4 map to responses 101-104; responses and ERROR map to ERROR (100)."""
-    assert [int(c) for c in Command] == [1, 2, 3, 4, 100, 101, 102, 103, 104]
+    """Requests 1-7 map to responses 101-107; responses and ERROR map to ERROR (100)."""
+    assert [int(c) for c in Command] == [1, 2, 3, 4, 5, 6, 7, *range(100, 108)]
     assert Command.INIT.response is Command.INIT_RESPONSE
     assert Command.ANSWER.response is Command.ANSWER_RESPONSE
     assert Command.OFFER.response is Command.OFFER_RESPONSE
     assert Command.CANDIDATE.response is Command.CANDIDATE_RESPONSE
-    for command in (Command.ERROR, *range(101, 105)):
+    assert Command.JOIN.response is Command.JOIN_RESPONSE
+    assert Command.PRESENCE.response is Command.PRESENCE_RESPONSE
+    assert Command.LEAVE.response is Command.LEAVE_RESPONSE
+    for command in (Command.ERROR, *range(101, 108)):
         assert Command(command).response is Command.ERROR
-    assert [c.is_request for c in Command] == [True] * 4 + [False] * 5
+    assert [c.is_request for c in Command] == [True] * 7 + [False] * 8
 
 
 # -- construction / encode helpers -------------------------------------------------------

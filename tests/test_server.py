@@ -387,7 +387,7 @@ MALFORMED: list[tuple[str, bytes | str, Command]] = [
     ("deep-nesting", b"[" * 30_000 + b"]" * 30_000, Command.ERROR),
     ("missing-command", json.dumps({"payload": b64(REQ)}).encode(), Command.ERROR),
     ("missing-payload", b'{"command":3}', Command.OFFER_RESPONSE),
-    ("unknown-command", raw_frame(7, b64(REQ)), Command.ERROR),
+    ("unknown-command", raw_frame(9, b64(REQ)), Command.ERROR),
     ("unknown-command-negative", raw_frame(-1, b64(REQ)), Command.ERROR),
     ("unknown-command-huge", raw_frame(2**70, b64(REQ)), Command.ERROR),
     ("command-string", raw_frame("3", b64(REQ)), Command.ERROR),

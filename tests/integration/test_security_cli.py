@@ -77,7 +77,7 @@ def test_token_command_prints_a_token_for_the_id_valid_for_the_ttl() -> None:
     from_option = rtc_signal("token", "--id", "alice", "--ttl", "1h", "--secret", SECRET)
     assert from_option.returncode == 0, from_option.stderr
     for token in (from_env, from_option.stdout.strip()):
-        assert tokens.verify(SECRET.encode(), token, before + 3590) == "alice"
+        assert tokens.verify(SECRET.encode(), token, before + 3590) == ("alice", None)
         with pytest.raises(tokens.TokenError, match="expired"):
             tokens.verify(SECRET.encode(), token, time.time() + 3601)
 

@@ -1,0 +1,206 @@
+"""Rooms on the real server: raw websockets clients on ``/room`` over loopback.
+
+Join and presence, relaying inside a room to the member addressed only, leave
+on close, room tokens at the real handshake, and a hostile member that cannot
+disturb a canary pair's exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from websockets.asyncio.client import ClientConnection
+
+from rtc_signal.proto import Command, decode, encode_request, tokens
+from rtc_signal.proto.rooms import Presence, parse_presence
+from rtc_signal.signaling.router import FORBIDDEN, NOT_FOUND
+from tests.conftest import (
+    answer_frame,
+    candidate_frame,
+    client,
+    eventually,
+    expect_response,
+    offer_frame,
+    recv_frame,
+    run,
+    running_server,
+)
+from tests.test_server import assert_silent
+
+SECRET = b"room-test-secret-0123456789"
+
+
+async def recv_presence(ws: ClientConnection, *, binary: bool = True) -> tuple[str, str, Presence]:
+    """The next frame, which must be a Presence: (source, target, body)."""
+    frame = await recv_frame(ws)
+    assert isinstance(frame, bytes if binary else str), frame
+    envelope = decode(frame)
+    assert envelope.command is Command.PRESENCE, envelope
+    request = envelope.request
+    return request.source, request.target, parse_presence(request.body)
+
+
+async def join(
+    ws: ClientConnection, member: str, room: str, *, text: bool = False, code: int = 0
+) -> tuple[str, ...]:
+    """Join; check the 105 and return the members list (empty if refused)."""
+    frame = encode_request(Command.JOIN, member, room)
+    await ws.send(frame.decode() if text else frame)
+    await expect_response(ws, Command.JOIN_RESPONSE, code, binary=not text)
+    if code:
+        return ()
+    source, target, presence = await recv_presence(ws, binary=not text)
+    assert (source, target, presence.room, presence.event) == ("", member, room, "members")
+    return presence.members
+
+
+@contextlib.asynccontextmanager
+async def members(url: str, *names: str, room: str = "r1") -> AsyncIterator[list[ClientConnection]]:
+    """Clients joined to ``room`` in order, each having seen the later ones join."""
+    async with contextlib.AsyncExitStack() as stack:
+        joined: list[ClientConnection] = []
+        for name in names:
+            ws = await stack.enter_async_context(client(url, "/room"))
+            assert await join(ws, name, room) == tuple(names[: len(joined)])
+            for earlier in joined:
+                assert await recv_presence(earlier) == (
+                    name,
+                    names[joined.index(earlier)],
+                    Presence(room, "join", member=name),
+                )
+            joined.append(ws)
+        yield joined
+
+
+def test_three_members_see_presence_and_relay_reaches_only_the_target() -> None:
+    """a, b, c join; b offers to a (b joined later), a answers, both send a
+    candidate: each frame reaches its target verbatim, c receives nothing."""
+
+    async def scenario() -> None:
+        async with running_server() as server, members(server.url, "a", "b", "c") as (a, b, c):
+            for sender, receiver, frame, reply in (
+                (b, a, offer_frame("b", "a"), Command.OFFER_RESPONSE),
+                (a, b, answer_frame("a", "b"), Command.ANSWER_RESPONSE),
+                (b, a, candidate_frame("b", "a"), Command.CANDIDATE_RESPONSE),
+                (a, b, candidate_frame("a", "b"), Command.CANDIDATE_RESPONSE),
+            ):
+                await sender.send(frame)
+                await expect_response(sender, reply, 0)
+                assert await recv_frame(receiver) == frame
+            await assert_silent(c)
+            assert server.router.rooms() == {"r1": ["a", "b", "c"]}
+
+    run(scenario())
+
+
+def test_a_closed_member_is_seen_leaving_and_the_empty_room_vanishes() -> None:
+    async def scenario() -> None:
+        async with running_server() as server, members(server.url, "a", "b") as (a, b):
+            await b.close()
+            assert await recv_presence(a) == ("b", "a", Presence("r1", "leave", member="b"))
+            # b's ID is free again: a newcomer may take it
+            async with client(server.url, "/room") as again:
+                assert await join(again, "b", "r1") == ("a",)
+            await a.close()
+            await eventually(lambda: not server.router.rooms())
+
+    run(scenario())
+
+
+def test_text_clients_get_text_presence() -> None:
+    async def scenario() -> None:
+        async with running_server() as server, client(server.url, "/room") as t:
+            assert await join(t, "t", "r1", text=True) == ()
+            async with client(server.url, "/room") as b:
+                assert await join(b, "b", "r1") == ("t",)
+                assert (await recv_presence(t, binary=False))[2] == Presence(
+                    "r1", "join", member="b"
+                )
+
+    run(scenario())
+
+
+def test_room_tokens_work_for_their_room_only() -> None:
+    """With a secret: a room token joins its room as its ID (403 for another room
+    or ID), a plain token cannot join, and a room token cannot register."""
+
+    def token(peer_id: str, room: str | None) -> dict[str, object]:
+        minted = tokens.mint(SECRET, peer_id, int(time.time()) + 60, room)
+        return {"additional_headers": {"Authorization": f"Bearer {minted}"}}
+
+    async def scenario() -> None:
+        async with running_server(secret=SECRET) as server:
+            url = server.url
+            async with client(url, "/room", **token("a", "r1")) as ws:
+                await join(ws, "a", "r2", code=FORBIDDEN)
+                await join(ws, "b", "r1", code=FORBIDDEN)
+                assert await join(ws, "a", "r1") == ()
+            async with client(url, "/room", **token("a", None)) as ws:
+                await join(ws, "a", "r1", code=FORBIDDEN)
+            async with client(url, "/register", **token("a", "r1")) as ws:
+                await ws.send(encode_request(Command.INIT, "a", ""))
+                await expect_response(ws, Command.INIT_RESPONSE, FORBIDDEN)
+            assert server.router.answer_peers() == []
+
+    run(scenario())
+
+
+def test_hostile_member_with_forged_source_and_targets_cannot_touch_a_canary_pair() -> None:
+    """m (first in r1) loops forged frames (others' source, answers and
+    candidates outside any call, targets in another room, unknown targets)
+    while the canary pair a, b of r1 completes offer/answer/candidates 20
+    times: the canaries get exactly their own frames, m only refusals, x in
+    r2 nothing."""
+
+    async def scenario() -> None:
+        async with (
+            running_server() as server,
+            members(server.url, "m", "a", "b") as (m, a, b),
+            members(server.url, "x", room="r2") as (x,),
+        ):
+            hostile = [
+                (offer_frame("a", "b"), FORBIDDEN),  # a's source
+                (answer_frame("m", "b"), FORBIDDEN),  # b made no offer to m
+                (candidate_frame("m", "a"), FORBIDDEN),  # no call, m joined first
+                (offer_frame("m", "x"), FORBIDDEN),  # x is in r2
+                (candidate_frame("b", "a"), FORBIDDEN),  # b's source
+                (offer_frame("m", "nobody"), NOT_FOUND),
+            ]
+            stop = asyncio.Event()
+            refusals = 0
+
+            async def attack() -> None:
+                nonlocal refusals
+                while not stop.is_set():
+                    for frame, code in hostile:
+                        await m.send(frame)
+                        envelope = decode(await recv_frame(m))
+                        assert not envelope.command.is_request, envelope
+                        assert envelope.response.code == code, (frame, envelope)
+                        refusals += 1
+
+            async def canary() -> None:
+                for _ in range(20):
+                    for sender, receiver, frame in (
+                        (b, a, offer_frame("b", "a")),
+                        (a, b, answer_frame("a", "b")),
+                        (a, b, candidate_frame("a", "b")),
+                        (b, a, candidate_frame("b", "a")),
+                    ):
+                        await sender.send(frame)
+                        ack = decode(await recv_frame(sender))
+                        assert ack.response.code == 0
+                        assert await recv_frame(receiver) == frame
+                stop.set()
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(attack())
+                group.create_task(canary())
+            assert refusals >= len(hostile)
+            for ws in (a, b, x):
+                await assert_silent(ws)
+
+    run(scenario())
