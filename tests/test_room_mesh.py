@@ -1,11 +1,9 @@
-"""The room mesh state machine (peers/mesh.py), the Presence body parser and
-the timer's completion tally: pure, no network."""
+"""The room mesh state machine (peers/mesh.py) and the timer's completion
+tally (peers/tally.py): pure, no network."""
 
 from __future__ import annotations
 
 import itertools
-
-import pytest
 
 from rtc_signal.peers.mesh import (
     MAX_ATTEMPTS,
@@ -20,9 +18,7 @@ from rtc_signal.peers.mesh import (
     Notice,
     Notify,
 )
-from rtc_signal.peers.presence import MAX_ID, Presence, parse_presence
 from rtc_signal.peers.tally import Tally
-from rtc_signal.proto import InvalidPayload
 
 OFFER = b'{"type":"offer","sdp":"v=0"}'
 ANSWER = b'{"type":"answer","sdp":"v=0"}'
@@ -187,40 +183,6 @@ def test_leaving_closes_every_connection() -> None:
     closed = mesh.leave()
     assert {a.link for a in closed if isinstance(a, CloseLink)} == links
     assert mesh.present() == []
-
-
-# -- Presence bodies -----------------------------------------------------------------
-
-
-def test_presence_bodies_parse() -> None:
-    assert parse_presence(b'{"room":"r","event":"members","members":["a","b"]}') == Presence(
-        "r", "members", ("a", "b")
-    )
-    assert parse_presence(b'{"room":"r","event":"join","member":"c"}') == Presence(
-        "r", "join", ("c",)
-    )
-    assert parse_presence(b'{"room":"r","event":"leave","member":"c"}').event == "leave"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        None,
-        b"",
-        b"not json",
-        b"[]",
-        b'{"event":"join","member":"c"}',
-        b'{"room":"r","event":"dance","member":"c"}',
-        b'{"room":"r","event":"join","member":""}',
-        b'{"room":"r","event":"join","member":5}',
-        b'{"room":"r","event":"members","members":"a"}',
-        b'{"room":"r","event":"join","member":"' + b"x" * (MAX_ID + 1) + b'"}',
-        b"\xff\xfe",
-    ],
-)
-def test_malformed_presence_bodies_are_refused(body: bytes | None) -> None:
-    with pytest.raises(InvalidPayload):
-        parse_presence(body)
 
 
 # -- the timer's tally -----------------------------------------------------------------
