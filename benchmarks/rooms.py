@@ -70,8 +70,9 @@ class Member:
         return {line.removeprefix(prefix) for line in text.splitlines() if line.startswith(prefix)}
 
     def wait_connected(self, others: set[str], timeout: float) -> float:
-        """Seconds from start to being connected to all ``others``."""
-        deadline = self.started + timeout
+        """Seconds from start to being connected to all ``others`` (waiting at
+        most ``timeout`` from now)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if others <= self.connected_to():
                 return time.monotonic() - self.started

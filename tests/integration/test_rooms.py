@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.integration.procs import (
@@ -236,3 +237,44 @@ def test_room_echo_example_echoes_a_cli_members_messages(tmp_path: Path) -> None
     assert {"cli: cli-1", "cli: cli-2", "cli: cli-3"} <= set(result.stdout.splitlines()), (
         result.stdout + result.stderr
     )
+
+
+def test_room_tokens_grant_their_id_and_a_plain_token_is_refused(tmp_path: Path) -> None:
+    """With a secret set, members joining with `rtc-signal token --room` tokens
+    (no --id: the token's ID) mesh up; a room-less token is refused (403)."""
+    from rtc_signal.proto import tokens
+
+    secret = b"room-secret-0123456789abcdef"
+    expiry = int(time.time()) + 3600
+
+    def joiner(name: str, token: str, *args: str) -> FilePeer:
+        return start_file_peer(
+            "join",
+            "--room",
+            "locked",
+            "--token",
+            token,
+            "--signal",
+            url,
+            *LOOPBACK,
+            *args,
+            stdin=subprocess.DEVNULL,
+            directory=tmp_path,
+            name=name,
+        )
+
+    with server("--secret", secret.decode()) as url:
+        timer = ("--interval", "0.2", "--count", "2")
+        ann = joiner("ann", tokens.mint(secret, "ann", expiry, room="locked"), *timer)
+        ben = joiner("ben", tokens.mint(secret, "ben", expiry, room="locked"), *timer)
+        plain = joiner("plain", tokens.mint(secret, "plain", expiry))
+        peers = [ann, ben, plain]
+        try:
+            assert plain.wait(30) == 1
+            assert "403" in plain.stderr(), plain.stderr()
+            assert ann.wait(MESH_TIMEOUT) == 0, ann.stderr()
+            assert ben.wait(MESH_TIMEOUT) == 0, ben.stderr()
+        finally:
+            kill(peers)
+    assert "ben: ben-2" in ann.stdout().decode().splitlines()
+    assert "ann: ann-2" in ben.stdout().decode().splitlines()
