@@ -130,15 +130,16 @@ _data_options = _apply(
             "--stdin",
             "chat_mode",
             is_flag=True,
-            help="Chat: send each line of stdin, print each message received; end of "
-            "stdin closes the channel once everything was delivered.",
+            help="Chat: send each line of stdin, print each message received as "
+            "'ID: line'; end of stdin ends our side only, the call ends when both have.",
         ),
         click.option(
             "--pipe",
             "pipe_mode",
             is_flag=True,
             help="Pipe: raw bytes from stdin to the channel and from the channel to "
-            "stdout (binary-safe, like netcat).",
+            "stdout (binary-safe, like netcat); end of stdin ends that direction only, "
+            "the call ends when both have; a cut stream exits 1.",
         ),
     ]
 )
@@ -382,15 +383,29 @@ def _data_mode(opts: dict[str, Any]) -> str:
 
 async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> None:
     """Run the data-channel workload chosen on the command line."""
-    from rtc_signal.peers.stream import chat, pipe
+    from rtc_signal.peers.stream import StreamEnds, chat, pipe
     from rtc_signal.peers.workloads import timer
 
-    if mode == "chat":
-        await chat(c.channel, sys.stdin.buffer, _echo)
-    elif mode == "pipe":
-        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer)
-    else:
+    if mode == "timer":
         await timer(c.channel, prefix, opts["interval"], opts["count"], _echo)
+        return
+    ends = (
+        StreamEnds.for_offer()
+        if prefix == "offer"
+        else StreamEnds.for_answer(str(c.channel.dc.protocol))
+    )
+    if mode == "chat":
+        _status(f"rtc-peer: connected to {c.remote_id}")
+        await chat(
+            c.channel,
+            sys.stdin.buffer,
+            lambda text: _echo(f"{c.remote_id}: {text}"),
+            ends,
+            repr(c.remote_id),
+            lambda: _status(f"rtc-peer: {c.remote_id} left"),
+        )
+    else:
+        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer, ends, repr(c.remote_id))
 
 
 @click.group()
@@ -558,7 +573,12 @@ def offer(
         return
 
     async def run() -> None:
-        async with call(config, target, _own_id(peer_id, opts)) as c:
+        from rtc_signal.peers.stream import STREAM_PROTOCOL
+
+        # chat and pipe announce their end-of-stream handshake; the timer
+        # keeps the Go demo's plain channel
+        protocol = "" if mode == "timer" else STREAM_PROTOCOL
+        async with call(config, target, _own_id(peer_id, opts), protocol=protocol) as c:
             await _run_data(c, mode, "offer", opts)
 
     _run(run(), opts["log_level"])
