@@ -1,7 +1,7 @@
 """``rtc-peer``: offer and answer peers on the command line (a thin layer over
 :mod:`peers.session` and the workloads: :mod:`peers.workloads` (the demo's
-timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` (file
-transfer) and :mod:`peers.bench` (benchmark)).
+timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` and
+:mod:`peers.file_receiver` (file transfer) and :mod:`peers.bench` (benchmark)).
 
 The offer side names its data channel after what it wants (``data``,
 ``files``, ``bench``); the answer side runs what that label asks for, so
@@ -433,7 +433,8 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
     --count, --stdin or --pipe). With --video/--audio, every caller that asks
     for media gets the tracks, with or without a data channel."""
     from rtc_signal.peers.bench import BENCH_LABEL, serve_bench
-    from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files
+    from rtc_signal.peers.file_receiver import receive_files, refuse_files
+    from rtc_signal.peers.files import FILES_LABEL, FileTransferError
     from rtc_signal.peers.media import MediaServer, serve_media
     from rtc_signal.peers.session import AnswerPeer
     from rtc_signal.proto.control import CONTROL_LABEL
@@ -448,6 +449,8 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
     media = _media_server(opts)
     control = media or MediaServer(None, None)  # control commands without media too
 
+    one_call = opts["count"] is not None or mode != "timer"
+
     async def on_call(c: Call) -> None:
         label = c.channel.label
         if label == CONTROL_LABEL:
@@ -458,7 +461,15 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
             if accept_files is None:
                 await refuse_files(c.channel, "this peer does not accept files (--accept-files)")
             else:
-                await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                try:
+                    await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                except FileTransferError:
+                    # Each refusal has had its one status line already; raised
+                    # on, the session would log the first one a second time.
+                    # The answer peer goes on serving (or, serving one call,
+                    # exits with it: a failed transfer is never a success).
+                    if one_call:
+                        raise
         else:
             await _run_data(c, mode, "answer", opts)
 
@@ -474,7 +485,6 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
         _status(f"rtc-peer: {line}")
 
     async def serve() -> None:
-        one_call = opts["count"] is not None or mode != "timer"
         if media is None:
             peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
             await peer.serve(on_call, max_calls=1 if one_call else None)
