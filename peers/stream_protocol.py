@@ -57,8 +57,10 @@ STREAM_PROTOCOL = "rtc-peer-stream/1"
 MARKER = b""
 #: How long an offer side whose input has ended waits to learn whether the
 #: answer speaks the handshake (the answer's hello follows the channel's
-#: opening at once; a peer that does not speak it may stay silent).
-HELLO_TIMEOUT = 5.0
+#: opening at once; a peer that does not speak it may stay silent). Generous:
+#: giving up too early on a loaded machine would make the offer close as in the
+#: old rules while the answer waits for its end marker (a "cut" stream).
+HELLO_TIMEOUT = 10.0
 
 
 class Received(enum.Enum):
