@@ -1,7 +1,7 @@
 """``rtc-peer``: offer and answer peers on the command line (a thin layer over
 :mod:`peers.session` and the workloads: :mod:`peers.workloads` (the demo's
-timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` (file
-transfer) and :mod:`peers.bench` (benchmark)).
+timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` and
+:mod:`peers.file_receiver` (file transfer) and :mod:`peers.bench` (benchmark)).
 
 The offer side names its data channel after what it wants (``data``,
 ``files``, ``bench``); the answer side runs what that label asks for, so
@@ -130,15 +130,16 @@ _data_options = _apply(
             "--stdin",
             "chat_mode",
             is_flag=True,
-            help="Chat: send each line of stdin, print each message received; end of "
-            "stdin closes the channel once everything was delivered.",
+            help="Chat: send each line of stdin, print each message received as "
+            "'ID: line'; end of stdin ends our side only, the call ends when both have.",
         ),
         click.option(
             "--pipe",
             "pipe_mode",
             is_flag=True,
             help="Pipe: raw bytes from stdin to the channel and from the channel to "
-            "stdout (binary-safe, like netcat).",
+            "stdout (binary-safe, like netcat); end of stdin ends that direction only, "
+            "the call ends when both have; a cut stream exits 1.",
         ),
     ]
 )
@@ -382,15 +383,29 @@ def _data_mode(opts: dict[str, Any]) -> str:
 
 async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> None:
     """Run the data-channel workload chosen on the command line."""
-    from rtc_signal.peers.stream import chat, pipe
+    from rtc_signal.peers.stream import StreamEnds, chat, pipe
     from rtc_signal.peers.workloads import timer
 
-    if mode == "chat":
-        await chat(c.channel, sys.stdin.buffer, _echo)
-    elif mode == "pipe":
-        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer)
-    else:
+    if mode == "timer":
         await timer(c.channel, prefix, opts["interval"], opts["count"], _echo)
+        return
+    ends = (
+        StreamEnds.for_offer()
+        if prefix == "offer"
+        else StreamEnds.for_answer(str(c.channel.dc.protocol))
+    )
+    if mode == "chat":
+        _status(f"rtc-peer: connected to {c.remote_id}")
+        await chat(
+            c.channel,
+            sys.stdin.buffer,
+            lambda text: _echo(f"{c.remote_id}: {text}"),
+            ends,
+            repr(c.remote_id),
+            lambda: _status(f"rtc-peer: {c.remote_id} left"),
+        )
+    else:
+        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer, ends, repr(c.remote_id))
 
 
 @click.group()
@@ -418,7 +433,8 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
     --count, --stdin or --pipe). With --video/--audio, every caller that asks
     for media gets the tracks, with or without a data channel."""
     from rtc_signal.peers.bench import BENCH_LABEL, serve_bench
-    from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files
+    from rtc_signal.peers.file_receiver import receive_files, refuse_files
+    from rtc_signal.peers.files import FILES_LABEL, FileTransferError
     from rtc_signal.peers.media import MediaServer, serve_media
     from rtc_signal.peers.session import AnswerPeer
     from rtc_signal.proto.control import CONTROL_LABEL
@@ -433,6 +449,8 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
     media = _media_server(opts)
     control = media or MediaServer(None, None)  # control commands without media too
 
+    one_call = opts["count"] is not None or mode != "timer"
+
     async def on_call(c: Call) -> None:
         label = c.channel.label
         if label == CONTROL_LABEL:
@@ -443,7 +461,15 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
             if accept_files is None:
                 await refuse_files(c.channel, "this peer does not accept files (--accept-files)")
             else:
-                await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                try:
+                    await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                except FileTransferError:
+                    # Each refusal has had its one status line already; raised
+                    # on, the session would log the first one a second time.
+                    # The answer peer goes on serving (or, serving one call,
+                    # exits with it: a failed transfer is never a success).
+                    if one_call:
+                        raise
         else:
             await _run_data(c, mode, "answer", opts)
 
@@ -459,7 +485,6 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
         _status(f"rtc-peer: {line}")
 
     async def serve() -> None:
-        one_call = opts["count"] is not None or mode != "timer"
         if media is None:
             peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
             await peer.serve(on_call, max_calls=1 if one_call else None)
@@ -559,7 +584,12 @@ def offer(
         return
 
     async def run() -> None:
-        async with call(config, target, _own_id(peer_id, opts)) as c:
+        from rtc_signal.peers.stream import STREAM_PROTOCOL
+
+        # chat and pipe announce their end-of-stream handshake; the timer
+        # keeps the Go demo's plain channel
+        protocol = "" if mode == "timer" else STREAM_PROTOCOL
+        async with call(config, target, _own_id(peer_id, opts), protocol=protocol) as c:
             await _run_data(c, mode, "offer", opts)
 
     _run(run(), opts["log_level"])

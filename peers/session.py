@@ -208,13 +208,15 @@ async def call(
     peer_id: str | None = None,
     label: str = DATA_CHANNEL_LABEL,
     prepare: Callable[[RTCPeerConnection], None] | None = None,
+    protocol: str = "",
 ) -> AsyncIterator[Call]:
     """Call the answer peer ``target``; yield the Call once the channel is open.
 
     ``label`` names the data channel: the answer side picks what to run on it
     by its label (``data`` for the demo's workloads). ``prepare`` is called
     with the new RTCPeerConnection before the offer is made (media viewers
-    add their receive transceivers there).
+    add their receive transceivers there). ``protocol`` is the channel's
+    subprotocol (chat and pipe announce their end-of-stream handshake with it).
     """
     peer_id = peer_id or new_offer_id()
     loop = asyncio.get_running_loop()
@@ -232,7 +234,7 @@ async def call(
         try:
             if prepare is not None:
                 prepare(pc)
-            channel = Channel(pc.createDataChannel(label))
+            channel = Channel(pc.createDataChannel(label, protocol=protocol))
             await pc.setLocalDescription(await pc.createOffer())
             offered = loop.time()
             await signaling.send_offer(peer_id, target, _description_body(pc))
