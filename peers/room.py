@@ -74,7 +74,7 @@ from rtc_signal.peers.mesh import (
 )
 from rtc_signal.peers.session import PeerConfig, _description_body, _Negotiation
 from rtc_signal.peers.signaling_client import SignalingClient
-from rtc_signal.peers.stream import _close_after_delivery
+from rtc_signal.peers.stream import close_after_delivery
 from rtc_signal.proto import Command, Envelope, ProtocolError, decode_description
 from rtc_signal.proto.rooms import is_room_name, member_id_problem, parse_presence
 
@@ -290,7 +290,7 @@ class Room:
 
     @staticmethod
     async def _deliver(channel: Channel) -> None:
-        await _close_after_delivery(channel)
+        await close_after_delivery(channel)
 
     # -- signaling -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import BinaryIO
 
+from rtc_signal.peers.input_reader import open_reader
 from rtc_signal.peers.room import (
     MemberConnected,
     MemberJoined,
@@ -29,7 +30,8 @@ from rtc_signal.peers.room import (
     RoomEvent,
     RoomMessage,
 )
-from rtc_signal.peers.stream import CHUNK, MAX_LINE, _LineSplitter, _open_reader
+from rtc_signal.peers.stream import CHUNK, MAX_LINE
+from rtc_signal.peers.stream_protocol import LineSplitter
 from rtc_signal.peers.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,8 @@ async def room_chat(room: Room, source: BinaryIO, output: Output, status: Output
 
     async with asyncio.TaskGroup() as tasks:
         printer = tasks.create_task(print_events())
-        async with _open_reader(source) as reader:
-            lines = _LineSplitter(MAX_LINE)
+        async with open_reader(source) as reader:
+            lines = LineSplitter(MAX_LINE)
             while chunk := await reader.read(CHUNK):
                 for line in lines.feed(chunk):
                     await _send_line(room, line, status)

@@ -179,7 +179,7 @@ async def _session(
             return
         log.info("end of input: closing once everything sent is delivered")
         we_closed = True
-        await _close_after_delivery(channel)
+        await close_after_delivery(channel)
 
     with _plain_peer_error():
         async with open_reader(source) as reader, asyncio.TaskGroup() as tasks:
@@ -206,7 +206,7 @@ async def _session(
                     )
                 if state.finished:
                     log.info("both directions ended and acknowledged: closing")
-                    await _close_after_delivery(channel)
+                    await close_after_delivery(channel)
             # The channel closed: by the peer, or by us (then the sender has
             # finished, or finishes on this cancel).
             sender.cancel()
@@ -267,7 +267,7 @@ def _message_size(channel: Channel) -> int:
     return CHUNK
 
 
-async def _close_after_delivery(channel: Channel) -> None:
+async def close_after_delivery(channel: Channel) -> None:
     """Close the channel once the peer has acknowledged everything we sent.
 
     Returns quietly if the peer closes the channel first (its input ended
