@@ -241,8 +241,9 @@ _media_options = _apply(
 
 
 def _config(opts: dict[str, Any]) -> PeerConfig:
-    from rtc_signal.peers.ice import IceSettings
+    from rtc_signal.peers.ice import IceSettings, check_host_addresses
     from rtc_signal.peers.session import PeerConfig
+    from rtc_signal.peers.signaling_client import strip_endpoint
 
     try:
         ice = IceSettings(
@@ -254,8 +255,19 @@ def _config(opts: dict[str, Any]) -> PeerConfig:
         )
     except PeerError as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        check_host_addresses(ice.host_addresses or ())
+    except PeerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host-address") from None
+    signal_url, endpoint = strip_endpoint(opts["signal_url"])
+    if endpoint is not None:
+        click.echo(
+            f"rtc-peer: warning: --signal takes the server's URL without {endpoint} "
+            f"(rtc-peer adds /offer and /register itself): using {signal_url}",
+            err=True,
+        )
     return PeerConfig(
-        signal_url=opts["signal_url"],
+        signal_url=signal_url,
         ice=ice,
         connect_timeout=opts["connect_timeout"],
         token=opts["token"] or None,

@@ -476,7 +476,11 @@ class SignalingServer:
             ws.owner = None
             ws.backlog = None
             # A peer that closed with 1000 is leaving: hold nothing for it.
-            held = self.router.disconnect(conn, hold=ws.close_code != CloseCode.NORMAL_CLOSURE)
+            held = self.router.disconnect(
+                conn,
+                hold=ws.close_code != CloseCode.NORMAL_CLOSURE,
+                grace=self.config.resume_grace,
+            )
             if held is not None:
                 self._hold(held)
             del self._connections[conn]
