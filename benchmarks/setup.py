@@ -132,7 +132,7 @@ def main() -> int:
             ]
             answers[name] = Helper.start(name, argv, env)
         for answer in answers.values():
-            answer.wait_line("rtc-peer: registered as")
+            answer.wait_line("rtc-peer: registered as", timeout=args.timeout)
 
         print(f"# rtc-peer bench set-up (offer sent -> channel open), {args.runs} runs each")
         print(f"Event loop: {event_loop()}")

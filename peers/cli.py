@@ -53,7 +53,8 @@ _connection_options = _apply(
             show_default=True,
             envvar="RTC_SIGNAL_URL",
             show_envvar=True,
-            help="Signaling server URL (ws:// or wss://), without the path.",
+            help="Signaling server URL (ws:// or wss://), without the path (a trailing "
+            "/offer or /register is removed, with a warning).",
         ),
         click.option(
             "--token",
