@@ -1,4 +1,7 @@
-"""Data-channel speed-ups for aiortc/aioice, applied at run time (no fork).
+"""Data-channel and call set-up speed-ups for aiortc/aioice, applied at run time (no fork).
+
+(Set-up: ``ice_pacing`` and ``dtls_warmup``, sections 8 and 9 below; the rest
+of this docstring is about the data path.)
 
 aiortc's SCTP and DTLS run in Python, one ~1.2 kB packet at a time, so the
 data channel is CPU-bound on per-packet work. Each tweak below removes some

@@ -420,3 +420,27 @@ def test_ice_pacing_is_skipped_with_an_unverified_aioice(
         tuning.remove()
         tuning.apply(tuning.NAMES)
     assert Connection.connect is not original_connect
+
+
+_WARM_UP_PROBE = """
+import sys
+from rtc_signal.peers import session, tuning
+lazy = "cryptography.hazmat.primitives.serialization"
+before = lazy in sys.modules
+tuning.warm_up()
+print(before, lazy in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["dtls_warmup", "without"])
+def test_dtls_warm_up_does_the_first_contexts_lazy_work_only_when_applied(applied: bool) -> None:
+    """dtls_warmup: warm_up() does the one-off work of a process's first DTLS
+    context (pyOpenSSL's lazy import among it) ahead of the call; a no-op when off."""
+    names = [n for n in tuning.NAMES if applied or n != "dtls_warmup"]
+    env = {**os.environ, "RTC_PEER_TUNING": ",".join(names)}
+    env.pop("RTC_PEER_NO_TUNING", None)
+    probe = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["False", str(applied)]
