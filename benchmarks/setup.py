@@ -1,6 +1,7 @@
 """Call set-up of ``rtc-peer bench`` with and without the set-up tweaks, in one run.
 
-Usage: ``python benchmarks/setup.py [--runs 10] [--time-limit 600] [--json]``
+Usage: ``python benchmarks/setup.py [--runs 10] [--time-limit 600] [--json]
+[--variants tuned ...]``
 
 Starts one ``rtc-signal serve --port 0`` and, per variant, one ``rtc-peer answer
 --host-address 127.0.0.1 --interval 0`` run with that variant's environment;
@@ -105,6 +106,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60, help="seconds per bench process")
     parser.add_argument("--time-limit", type=float, default=600, help="seconds for the whole run")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--variants", nargs="+", help=f"a subset of the variants (and {BASELINE!r}, always)"
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -113,6 +117,11 @@ def main() -> int:
     server = start_rtc_signal()
     try:
         chosen = variants()
+        if args.variants:
+            unknown = set(args.variants) - set(chosen)
+            if unknown:
+                parser.error(f"unknown variants {sorted(unknown)}; known: {list(chosen)}")
+            chosen = {k: v for k, v in chosen.items() if k in args.variants or k == BASELINE}
         names = list(chosen)
         answers: dict[str, Helper] = {}
         for index, name in enumerate(names):
