@@ -21,6 +21,22 @@ processes of a call run the same variant. Variants (peers/tuning.py):
 - ``no tuning``: ``RTC_PEER_NO_TUNING=1``, aiortc/aioice as installed (reference).
 
 Prints the median (min-max) of each and the ratio of medians to the baseline.
+
+Measured so far only on a heavily shared 2-core VM (load average 9-20 during
+the run, other sessions' browsers and test suites), 10 runs each, ms::
+
+    variant               median   min   (ratio of medians to the baseline)
+    tuned                   56.0    28   0.73
+    without ice_pacing      70.0    50   0.92
+    without dtls_warmup     86.5    30   1.13
+    no set-up tweaks        76.5    48   1.00
+    no tuning              108.5    53   1.42
+
+The minimums (the calls that met a quiet moment) show the ~20 ms of pacing
+gone; the medians are mostly other processes' CPU. Both peers in one
+process on a quieter moment (same loop, so sequential work): 33 -> 13 ms
+median of 10 with ``ice_pacing``. To be re-measured on a quiet machine
+against the 12 ms target.
 Loopback only; no ICE server. rtc-peer runs on uvloop when installed, whose
 clock has millisecond steps: setup_ms comes in whole milliseconds then.
 Bounded: every child has a timeout, the whole run ``--time-limit`` (SIGALRM),

@@ -536,7 +536,9 @@ def _install_rto_min() -> list[tuple[Any, str, Any]]:
 # exactly as before (one start per ICE_PACING), but connect() returns as soon
 # as the list has completed or failed. The rest is aioice 0.13.0's connect()
 # line for line. Nothing changes on the wire. Measured with
-# ``benchmarks/setup.py`` (see its docstring for the figures).
+# ``benchmarks/setup.py`` (figures in its docstring): on a shared
+# machine, medians 76.5 -> 56 ms with both set-up tweaks, minimums 48 -> 28 ms;
+# two peers in one process 33 -> 13 ms.
 
 #: seconds between two check starts (aioice's fixed pacing, kept)
 ICE_PACING = 0.02
