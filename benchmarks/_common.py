@@ -713,10 +713,11 @@ class Helper:
     log: str
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str]) -> Helper:
+    def start(cls, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Helper:
+        """Start ``argv`` (with ``env`` if given, else our environment)."""
         fd, log = _log_file(name)
         try:
-            proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO)
+            proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=fd, cwd=REPO, env=env)
         finally:
             os.close(fd)
         return cls(name, proc, log)

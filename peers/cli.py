@@ -53,7 +53,8 @@ _connection_options = _apply(
             show_default=True,
             envvar="RTC_SIGNAL_URL",
             show_envvar=True,
-            help="Signaling server URL (ws:// or wss://), without the path.",
+            help="Signaling server URL (ws:// or wss://), without the path (a trailing "
+            "/offer or /register is removed, with a warning).",
         ),
         click.option(
             "--token",
@@ -242,8 +243,9 @@ _media_options = _apply(
 
 
 def _config(opts: dict[str, Any]) -> PeerConfig:
-    from rtc_signal.peers.ice import IceSettings
+    from rtc_signal.peers.ice import IceSettings, check_host_addresses
     from rtc_signal.peers.session import PeerConfig
+    from rtc_signal.peers.signaling_client import strip_endpoint
 
     try:
         ice = IceSettings(
@@ -255,8 +257,19 @@ def _config(opts: dict[str, Any]) -> PeerConfig:
         )
     except PeerError as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        check_host_addresses(ice.host_addresses or ())
+    except PeerError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host-address") from None
+    signal_url, endpoint = strip_endpoint(opts["signal_url"])
+    if endpoint is not None:
+        click.echo(
+            f"rtc-peer: warning: --signal takes the server's URL without {endpoint} "
+            f"(rtc-peer adds /offer and /register itself): using {signal_url}",
+            err=True,
+        )
     return PeerConfig(
-        signal_url=opts["signal_url"],
+        signal_url=signal_url,
         ice=ice,
         connect_timeout=opts["connect_timeout"],
         token=opts["token"] or None,

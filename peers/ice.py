@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ipaddress
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -91,6 +92,54 @@ class IceSettings:
             else RTCIceTransportPolicy.ALL
         )
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def check_host_addresses(addresses: Sequence[str]) -> None:
+    """PeerError unless every address is one of this machine's: aioice would
+    skip an address it cannot bind to and the call would wait out its whole
+    timeout with no candidate, so this binds a UDP socket to each first."""
+    for addr in addresses:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.bind((addr, 0))
+        except OSError as exc:
+            raise PeerError(
+                f"{addr} is not an address of this machine "
+                f"(cannot bind a UDP socket to it: {exc.strerror or exc})"
+            ) from None
+
+
+def no_candidate_problem(local_sdp: str, settings: IceSettings) -> str | None:
+    """Why a local description that offers no ICE candidate at all cannot
+    connect, with what to do about it; None when it has a candidate.
+
+    With no candidate ICE can never succeed, whatever the remote end does,
+    so the caller can say so at once instead of waiting out the timeout.
+    """
+    if any(line.startswith("a=candidate:") for line in local_sdp.splitlines()):
+        return None
+    if settings.transport_policy == "relay":
+        return (
+            "no ICE candidate: --ice-transport-policy relay uses TURN candidates only, "
+            "and no TURN server gave one (check --ice-server turn:..., "
+            "--ice-username and --ice-credential)"
+        )
+    if settings.host_addresses:
+        where = f"on --host-address {', '.join(settings.host_addresses)}"
+    else:
+        where = (
+            "on this machine: it has no network address but loopback, which is skipped "
+            "unless given with --host-address"
+        )
+    if settings.servers:
+        where += ", and no ICE server gave one"
+    hint = (
+        "; for a call between peers on this machine use --host-address 127.0.0.1, "
+        "to reach other machines give an address of a network interface or an ICE server "
+        "(--ice-server stun:... or turn:...)"
+    )
+    return f"no ICE candidate could be gathered {where}" + hint
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,16 @@ from rtc_signal.peers.errors import (
     SignalingError,
 )
 from rtc_signal.peers.fixes import apply as apply_fixes
-from rtc_signal.peers.ice import IceSettings, restrict_host_addresses, selected_pair
+from rtc_signal.peers.ice import (
+    IceSettings,
+    no_candidate_problem,
+    restrict_host_addresses,
+    selected_pair,
+)
 from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from rtc_signal.peers.signaling_client import SignalingClient
 from rtc_signal.peers.tuning import apply as apply_tuning
+from rtc_signal.peers.tuning import warm_up
 from rtc_signal.proto import (
     CANDIDATE_PREFIX,
     Command,
@@ -196,6 +202,14 @@ async def _wait_open(
     )
 
 
+def _check_candidates(pc: RTCPeerConnection, ice: IceSettings) -> None:
+    """PeerError now if our description offers no ICE candidate: the call
+    could only wait out its timeout (see ice.no_candidate_problem)."""
+    problem = no_candidate_problem(pc.localDescription.sdp, ice)
+    if problem is not None:
+        raise PeerError(problem)
+
+
 def _description_body(pc: RTCPeerConnection) -> bytes:
     local = pc.localDescription
     return SessionDescription(type=local.type, sdp=local.sdp).to_json()
@@ -236,9 +250,11 @@ async def call(
                 prepare(pc)
             channel = Channel(pc.createDataChannel(label, protocol=protocol))
             await pc.setLocalDescription(await pc.createOffer())
+            _check_candidates(pc, config.ice)
             offered = loop.time()
             await signaling.send_offer(peer_id, target, _description_body(pc))
             log.info("offer sent to %r as %r", target, peer_id)
+            warm_up()  # while the answer is on its way (peers/tuning.py)
             negotiation = _Negotiation(pc, target)
             pump = asyncio.create_task(
                 _offer_side_pump(signaling, negotiation, peer_id, channel),
@@ -402,6 +418,7 @@ class AnswerPeer:
         self._registered.set()
         if self.on_registered is not None:
             self.on_registered(url)
+        warm_up()  # idle until the first caller (peers/tuning.py)
         return signaling
 
     def _status(self, line: str) -> None:
@@ -575,6 +592,7 @@ class AnswerPeer:
                 self.media.attach(pc, offer, caller)
             await negotiation.set_remote(offer)
             await pc.setLocalDescription(await pc.createAnswer())
+            _check_candidates(pc, self.config.ice)
             await signaling.send_answer(self.peer_id, caller, _description_body(pc))
             log.info("answered %r", caller)
             if self.media is not None and "m=application" not in offer.sdp:

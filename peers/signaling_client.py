@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -43,6 +44,27 @@ RESPONSE_TIMEOUT = 10.0
 # Server codes that mean "unknown target" / "ID taken" (Go's server says 1).
 _NOT_FOUND_CODES = {1, 404}
 _CONFLICT_CODES = {409}
+
+
+#: the endpoints the peers add to the server URL themselves
+ENDPOINT_PATHS = ("/offer", "/register")
+
+
+def strip_endpoint(url: str) -> tuple[str, str | None]:
+    """``url`` without a trailing ``/offer`` or ``/register`` path, and the path
+    removed (None when there was none).
+
+    The server URL is given without those endpoints, which the peers add; one
+    given with them would be asked for ``/offer/offer`` (404). Any other path is
+    kept: a reverse proxy may serve the server under a prefix (``wss://host/rtc``).
+    """
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rstrip("/")
+    for endpoint in ENDPOINT_PATHS:
+        if path.endswith(endpoint):
+            kept = path.removesuffix(endpoint)
+            return urllib.parse.urlunsplit(parts._replace(path=kept)), endpoint
+    return url, None
 
 
 class SignalingClient:
@@ -107,6 +129,13 @@ class SignalingClient:
         except InvalidStatus as exc:
             response = exc.response
             reason = response.body.decode(errors="replace").strip() if response.body else ""
+            if response.status_code == 404:
+                # an unknown path: the URL most likely has one it should not
+                reason = (
+                    f"{reason or response.reason_phrase} (no signaling endpoint at "
+                    f"{url.split('?', 1)[0]}: give the server's URL without a path, "
+                    "e.g. ws://host:port, or only the prefix a reverse proxy serves it under)"
+                )
             raise HandshakeRefused(
                 base_url, response.status_code, reason or response.reason_phrase
             ) from None

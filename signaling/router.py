@@ -115,6 +115,8 @@ class _Conn:
 class _Hold:
     resume: str
     token: int
+    #: the grace period the I/O layer holds it for (seconds), if it said
+    grace: float | None = None
 
 
 @dataclass
@@ -170,12 +172,15 @@ class Router:
         Call before :meth:`disconnect`, which forgets it silently."""
         return self._rooms.leave(conn)
 
-    def disconnect(self, conn: ConnId, hold: bool = True) -> Held | None:
+    def disconnect(
+        self, conn: ConnId, hold: bool = True, grace: float | None = None
+    ) -> Held | None:
         """Forget a closed connection and every ID registered through it.
 
         An answer peer with a resume key keeps its ID, held, unless ``hold``
         is false (it closed cleanly: it is leaving, not dropping); the result
-        says which ID, for :meth:`release`.
+        says which ID, for :meth:`release`. ``grace``: how long the I/O layer
+        will hold it, for the refusal others get meanwhile.
         """
         state = self._conns.pop(conn, None)
         if state is None:
@@ -192,7 +197,7 @@ class Router:
         del registry[state.peer_id]
         if hold and state.path is Path.REGISTER and state.resume is not None:
             self._hold_tokens += 1
-            self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens)
+            self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens, grace)
             log.info("answer peer %s left; its ID is held for it to reconnect", clip(state.peer_id))
             return Held(state.peer_id, self._hold_tokens)  # its calls wait for it too
         if state.path is Path.REGISTER:
@@ -365,7 +370,8 @@ class Router:
                     conn,
                     reply,
                     CONFLICT,
-                    f"ID {clip(peer_id)} is held for its reconnecting peer",
+                    f"ID {clip(peer_id)} is held for its reconnecting peer"
+                    + ("" if hold.grace is None else f" (up to {hold.grace:g} s after it dropped)"),
                     text,
                 )
             del self._held[peer_id]

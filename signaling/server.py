@@ -491,7 +491,11 @@ class SignalingServer:
             self._perform(ws, self.router.leave_room(conn))
             self.flush()
             # A peer that closed with 1000 is leaving: hold nothing for it.
-            held = self.router.disconnect(conn, hold=ws.close_code != CloseCode.NORMAL_CLOSURE)
+            held = self.router.disconnect(
+                conn,
+                hold=ws.close_code != CloseCode.NORMAL_CLOSURE,
+                grace=self.config.resume_grace,
+            )
             if held is not None:
                 self._hold(held)
             del self._connections[conn]

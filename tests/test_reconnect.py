@@ -121,6 +121,18 @@ def test_dropped_peer_with_a_key_has_its_id_held_for_that_key_only() -> None:
     assert router.answer_peers() == [PEER]
 
 
+def test_the_409_for_a_held_id_says_how_long_it_is_held() -> None:
+    """The grace period the I/O layer holds the ID for is in the refusal."""
+    router = Router()
+    _registered(router, 1, KEY)
+    assert router.disconnect(1, grace=30.0) is not None
+    router.connect(2, Path.REGISTER, OTHER_KEY)
+    assert _register(router, 2) == (
+        CONFLICT,
+        f"ID '{PEER}' is held for its reconnecting peer (up to 30 s after it dropped)",
+    )
+
+
 def test_release_after_the_grace_period_frees_the_id_for_anyone() -> None:
     """Once released, a registration with another key gets the ID."""
     router = Router()

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from rtc_signal.proto import Command, encode_request
+from rtc_signal.proto import Command, Response, encode_request
 from tests.conftest import (
     client,
     connect,
@@ -24,10 +24,14 @@ PEER = "answer-resume"
 
 async def _try_register(url: str, key: str | None) -> int:
     """Register PEER on a fresh /register connection (with ``key``); the response code."""
+    return (await _register_response(url, key)).code
+
+
+async def _register_response(url: str, key: str | None) -> Response:
     path = "/register" + (f"?resume={key}" if key else "")
     async with client(url, path) as ws:
         await ws.send(encode_request(Command.INIT, PEER, ""))
-        return (await expect_response(ws, Command.INIT_RESPONSE, None)).code
+        return await expect_response(ws, Command.INIT_RESPONSE, None)
 
 
 def test_dropped_peer_gets_its_id_back_with_its_key_and_others_get_409() -> None:
@@ -39,7 +43,10 @@ def test_dropped_peer_gets_its_id_back_with_its_key_and_others_get_409() -> None
             await register(ws, PEER)
             ws.transport.abort()  # a dropped link: no closing handshake
             await eventually(lambda: server.router.held_peers() == [PEER])
-            assert await _try_register(server.url, "k2") == 409
+            refused = await _register_response(server.url, "k2")
+            assert refused.code == 409
+            # the server's grace period, so the other peer knows how long to wait
+            assert "held for its reconnecting peer (up to 30 s after it dropped)" in refused.msg
             assert await _try_register(server.url, None) == 409
             async with client(server.url, "/register?resume=k1") as again:
                 await register(again, PEER)

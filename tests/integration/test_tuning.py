@@ -321,3 +321,126 @@ def test_rto_min_is_lowered_while_applied_and_restored_after() -> None:
     finally:
         tuning.apply(tuning.NAMES)
     assert sctp.SCTP_RTO_MIN == 0.22
+
+
+# -- ICE pacing -----------------------------------------------------------------------
+
+
+async def _ice_pair() -> tuple[Any, Any]:
+    """Two real aioice connections on 127.0.0.1 that know each other."""
+    from aioice import Connection
+
+    from rtc_signal.peers.ice import restrict_host_addresses
+
+    with restrict_host_addresses(["127.0.0.1"]):
+        a = Connection(ice_controlling=True, components=1, use_ipv6=False)
+        b = Connection(ice_controlling=False, components=1, use_ipv6=False)
+        await a.gather_candidates()
+        await b.gather_candidates()
+    for one, other in ((a, b), (b, a)):
+        one.remote_username, one.remote_password = other.local_username, other.local_password
+        for candidate in other.local_candidates:
+            await one.add_remote_candidate(candidate)
+        await one.add_remote_candidate(None)  # end of candidates
+    return a, b
+
+
+def test_ice_pacing_is_applied_with_the_verified_aioice() -> None:
+    from aioice.ice import Connection
+
+    assert "ice_pacing" in tuning.applied()
+    assert Connection.connect is not tuning.original(Connection, "connect")
+
+
+def test_ice_connect_returns_when_checks_complete_not_at_the_pacing_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ice_pacing: with a 60 s pace between check starts, connect() still returns
+    as soon as the (single) check succeeded; aioice's own connect() would sleep
+    the whole pace first. The connection then carries data."""
+    monkeypatch.setattr(tuning, "ICE_PACING", 60.0)
+
+    async def scenario() -> bytes:
+        a, b = await _ice_pair()
+        try:
+            async with asyncio.timeout(20):  # far below the 60 s pace
+                await asyncio.gather(a.connect(), b.connect())
+                await a.send(b"hello")
+                return bytes(await b.recv())
+        finally:
+            await a.close()
+            await b.close()
+
+    assert run(scenario(), timeout=40) == b"hello"
+
+
+def test_ice_connect_still_fails_when_no_check_can_succeed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ice_pacing: a remote that never answers (its connection closed) still
+    ends in aioice's ConnectionError once every check has failed."""
+    from aioice import stun
+
+    # aioice retransmits a check 7 times from 500 ms on: make that quick
+    monkeypatch.setattr(stun, "RETRY_MAX", 1)
+    monkeypatch.setattr(stun, "RETRY_RTO", 0.05)
+
+    async def scenario() -> str:
+        a, b = await _ice_pair()
+        await b.close()
+        try:
+            with pytest.raises(ConnectionError) as failed:
+                await a.connect()
+            return str(failed.value)
+        finally:
+            await a.close()
+
+    assert run(scenario(), timeout=40) == "ICE negotiation failed"
+
+
+def test_ice_pacing_is_skipped_with_an_unverified_aioice(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another aioice version: aioice's connect() stays, and the skip is logged."""
+    from aioice.ice import Connection
+
+    original_connect = tuning.original(Connection, "connect")
+    monkeypatch.setitem(tuning.VERIFIED, "aioice", ("0.0.1",))
+    tuning.remove()
+    try:
+        with caplog.at_level("INFO", logger=tuning.__name__):
+            assert "ice_pacing" not in tuning.apply(("ice_pacing",))
+        assert Connection.connect is original_connect
+        assert any(
+            "ice_pacing skipped: installed aioice" in record.getMessage()
+            for record in caplog.records
+        )
+    finally:
+        monkeypatch.undo()
+        tuning.remove()
+        tuning.apply(tuning.NAMES)
+    assert Connection.connect is not original_connect
+
+
+_WARM_UP_PROBE = """
+import sys
+from rtc_signal.peers import session, tuning
+lazy = "cryptography.hazmat.primitives.serialization"
+before = lazy in sys.modules
+tuning.warm_up()
+print(before, lazy in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["dtls_warmup", "without"])
+def test_dtls_warm_up_does_the_first_contexts_lazy_work_only_when_applied(applied: bool) -> None:
+    """dtls_warmup: warm_up() does the one-off work of a process's first DTLS
+    context (pyOpenSSL's lazy import among it) ahead of the call; a no-op when off."""
+    names = [n for n in tuning.NAMES if applied or n != "dtls_warmup"]
+    env = {**os.environ, "RTC_PEER_TUNING": ",".join(names)}
+    env.pop("RTC_PEER_NO_TUNING", None)
+    probe = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["False", str(applied)]
