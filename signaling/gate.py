@@ -42,6 +42,9 @@ class AcceptGate(Generic[Conn]):
     pending: dict[Conn, None] = field(default_factory=dict)
     #: request complete (a handshake under way or done, a page, WHEP)
     admitted: set[Conn] = field(default_factory=set)
+    #: connections refused at accept, and dropped to make room (for /metrics)
+    refused: int = 0
+    evicted: int = 0
 
     def __len__(self) -> int:
         return len(self.pending) + len(self.admitted)
@@ -51,9 +54,11 @@ class AcceptGate(Generic[Conn]):
         evict: Conn | None = None
         if self.limit is not None and len(self) >= self.limit:
             if not self.pending:
+                self.refused += 1
                 return Verdict(False)
             evict = next(iter(self.pending))
             del self.pending[evict]
+            self.evicted += 1
         self.pending[conn] = None
         return Verdict(True, evict)
 
@@ -61,6 +66,11 @@ class AcceptGate(Generic[Conn]):
         """``conn``'s request arrived: it is no longer a candidate for eviction."""
         if self.pending.pop(conn, 0) is None:
             self.admitted.add(conn)
+
+    def full(self) -> bool:
+        """Whether the next connection would be refused: every slot holds a
+        connection that has sent its request (none to drop to make room)."""
+        return self.limit is not None and len(self.admitted) >= self.limit
 
     def close(self, conn: Conn) -> None:
         """``conn``'s TCP connection is gone."""

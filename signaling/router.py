@@ -116,6 +116,10 @@ class RouterStats:
     forwarded: int = 0
     errors: int = 0
     by_code: dict[int, int] = field(default_factory=dict)
+    #: frames by command (None: a frame whose command could not be read)
+    by_command: dict[Command | None, int] = field(default_factory=dict)
+    #: connections made, by path (for /metrics)
+    connections: dict[Path, int] = field(default_factory=dict)
 
 
 def _not_token_id(peer_id: str, state: _Conn) -> str:
@@ -150,6 +154,8 @@ class Router:
         """A new connection; ``resume`` is the resume key it came with (/register),
         ``allowed_id`` the ID its token grants (None: any)."""
         self._conns[conn] = _Conn(path, resume=resume or None, allowed_id=allowed_id)
+        connections = self.stats.connections
+        connections[path] = connections.get(path, 0) + 1
 
     def disconnect(self, conn: ConnId, hold: bool = True) -> Held | None:
         """Forget a closed connection and every ID registered through it.
@@ -216,6 +222,23 @@ class Router:
         """How many calls (offer connection, answer peer) are known."""
         return len(self._calls)
 
+    def answer_count(self) -> int:
+        """How many answer peers are registered (without sorting their IDs)."""
+        return len(self._answers)
+
+    def offer_count(self) -> int:
+        return len(self._offers)
+
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def connection_paths(self) -> dict[Path, int]:
+        """Open connections by path (every path, 0 included)."""
+        counts = dict.fromkeys(Path, 0)
+        for state in self._conns.values():
+            counts[state.path] += 1
+        return counts
+
     def peer_id(self, conn: ConnId) -> str | None:
         state = self._conns.get(conn)
         return None if state is None else state.peer_id
@@ -235,8 +258,10 @@ class Router:
         self.stats.frames += 1
         text = isinstance(frame, str)
         size = wire_size(frame)
+        by_command = self.stats.by_command
         if size > self.max_frame:
             command = peek_command(frame)
+            by_command[command] = by_command.get(command, 0) + 1
             return [
                 self._error(
                     conn,
@@ -249,6 +274,7 @@ class Router:
         quick = peek_request(frame)
         if quick is not None:
             command, source, target = quick
+            by_command[command] = by_command.get(command, 0) + 1
         else:
             # The full decoder (pydantic) only for what the fast reader
             # declines: responses and malformed frames. Imported here, once,
@@ -258,8 +284,10 @@ class Router:
             try:
                 envelope = decode(frame)
             except ProtocolError as exc:
+                by_command[exc.command] = by_command.get(exc.command, 0) + 1
                 return [self._error(conn, reply_to(exc.command), exc.code, str(exc), text)]
             command = envelope.command
+            by_command[command] = by_command.get(command, 0) + 1
             if not command.is_request:
                 response = envelope.response
                 log.debug(
