@@ -84,8 +84,10 @@ class LatencyHistogram:
     """Cumulative-on-read histogram of durations, for the forward path.
 
     Cheaper than ``prometheus_client.Histogram.observe`` (a lock and a Python
-    loop per value): one C ``bisect`` and an addition per value; the
-    Prometheus form (cumulative buckets) is built at scrape time.
+    loop per value): one C ``bisect`` per :meth:`observe`, which records
+    ``count`` equal values at once (the forwards of one read share their
+    receipt time); the Prometheus form (cumulative buckets) is built at
+    scrape time.
     """
 
     __slots__ = ("bounds", "count", "counts", "total")
@@ -99,16 +101,11 @@ class LatencyHistogram:
         self.count = 0
         self.total = 0.0
 
-    def observe_since(self, starts: list[float], now: float) -> None:
-        """Record ``now - start`` for every start time in ``starts``."""
-        bounds, counts = self.bounds, self.counts
-        total = 0.0
-        for start in starts:
-            elapsed = now - start
-            counts[bisect.bisect_left(bounds, elapsed)] += 1
-            total += elapsed
-        self.count += len(starts)
-        self.total += total
+    def observe(self, value: float, count: int = 1) -> None:
+        """Record ``value`` ``count`` times."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.count += count
+        self.total += value * count
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``(upper bound, values at or below it)`` pairs, ending with ``+Inf``,

@@ -193,9 +193,11 @@ class SignalingServer:
         # -- /metrics, /healthz, /readyz (signaling.metrics, signaling.health) --
         self.counters = ServerCounters()
         self.forward_latency = LatencyHistogram()
-        #: receipt times of the frames forwarded in this read, observed at flush
-        self._forward_starts: list[float] = []
-        self._received_at = 0.0
+        #: when the frames of this read came in (0: no frame yet), and how
+        #: many of them were forwarded: observed at flush (one clock read and
+        #: one bisect per read, not per frame)
+        self._read_at = 0.0
+        self._read_forwards = 0
         #: set when the server starts closing: /readyz answers 503
         self.draining = False
         #: why the server would not take a new client, each (None: it would);
@@ -596,7 +598,8 @@ class SignalingServer:
                 if verdict != ALLOW:
                     self._over_rate(ws, message, verdict, now)
                     return
-        self._received_at = _monotonic()  # (for the forwarding latency, see flush)
+        if not self._read_at:  # the first frame of this read (the forwarding latency)
+            self._read_at = _monotonic()
         self._perform(ws, self.router.receive(ws.conn_id, message))
 
     def _over_rate(
@@ -655,7 +658,7 @@ class SignalingServer:
                     )
                     blocked = self._write(ws, refusal.frame, ws, None)
                 else:
-                    self._forward_starts.append(self._received_at)
+                    self._read_forwards += 1
                     # the ack is held while the forward waits for the target
                     blocked = self._write(target, action.frame, ws, action) or self._write(
                         ws, action.ack, ws, None
@@ -732,10 +735,10 @@ class SignalingServer:
             ws = dirty.pop()
             ws.dirty = False
             ws.write_pending()
-        starts = self._forward_starts
-        if starts:  # every forward of this read is in its target's socket now
-            self.forward_latency.observe_since(starts, _monotonic())
-            starts.clear()
+        if self._read_forwards:  # every forward of this read is in its target's socket now
+            self.forward_latency.observe(_monotonic() - self._read_at, self._read_forwards)
+            self._read_forwards = 0
+        self._read_at = 0.0
 
     def drained(self, ws: FastPathConnection, failed: bool) -> None:
         """``ws`` drained (or died): let the senders it held go on."""
