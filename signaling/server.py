@@ -194,7 +194,7 @@ class SignalingServer:
         self.counters = ServerCounters()
         self.forward_latency = LatencyHistogram()
         #: when the frames of this read came in (0: no frame yet), and how
-        #: many of them were forwarded: observed at flush (one clock read and
+        #: many of them were forwarded: observed at flush (two clock reads and
         #: one bisect per read, not per frame)
         self._read_at = 0.0
         self._read_forwards = 0
