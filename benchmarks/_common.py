@@ -352,7 +352,11 @@ class ServerProc:
 
 
 def _start(
-    name: str, argv: Sequence[str], cwd: Path | None = None, timeout: float = 20.0
+    name: str,
+    argv: Sequence[str],
+    cwd: Path | None = None,
+    timeout: float = 20.0,
+    env: dict[str, str] | None = None,
 ) -> ServerProc:
     """Start a server that prints ``listening on ws://HOST:PORT`` on stdout."""
     fd, err_path = tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")
@@ -362,6 +366,7 @@ def _start(
         stderr=fd,
         stdin=subprocess.DEVNULL,
         cwd=cwd,
+        env=env,
         preexec_fn=raise_fd_limit,  # the children need many fds too
     )
     os.close(fd)

@@ -238,6 +238,20 @@ def main() -> None:
     show_default=True,
     help="Serve the browser page (/) and the JavaScript client (/rtc-signal.js).",
 )
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Serve Prometheus metrics at /metrics (/healthz and /readyz are always served).",
+)
+@click.option(
+    "--metrics-token",
+    envvar="RTC_SIGNAL_METRICS_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="Bearer token that /metrics requires (default: /metrics is open). Prefer the "
+    "environment variable: a command-line argument is visible to every local user.",
+)
 @_security_options
 def serve(
     host: str,
@@ -250,6 +264,8 @@ def serve(
     max_room_size: int,
     pages: bool,
     whep: bool,
+    metrics: bool,
+    metrics_token: str | None,
     **security: Any,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
@@ -269,6 +285,8 @@ def serve(
         max_room_size=max_room_size,
         serve_pages=pages,
         whep=whep,
+        metrics=metrics,
+        metrics_token=metrics_token or None,
         **_security_config(security),
     )
 

@@ -37,7 +37,7 @@ import asyncio
 import collections
 import contextlib
 import struct
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode, Frame, Opcode
@@ -48,6 +48,7 @@ try:
 except ImportError:  # pragma: no cover (websockets built without its C extension)
     from websockets.utils import apply_mask
 
+from rtc_signal.signaling.counters import HANDSHAKE_TIMEOUT, ServerCounters
 from rtc_signal.signaling.gate import AcceptGate, Refusal
 from rtc_signal.signaling.limits import TokenBucket
 from rtc_signal.signaling.plainhttp import BodySplitter
@@ -140,6 +141,10 @@ class FastPathConnection(ServerConnection):
         "waiting_on",
     )
 
+    #: the owner's byte and handshake counters (for /metrics): a class
+    #: attribute, set by the subclass the owner makes, so no slot per connection
+    counters: ClassVar[ServerCounters] = ServerCounters()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owner: ConnectionOwner | None = None
@@ -210,9 +215,19 @@ class FastPathConnection(ServerConnection):
         self.conn_id = conn
         self.owner = owner
 
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        except asyncio.CancelledError:
+            # websockets' open_timeout (our handshake timeout) is what cancels
+            # a handshake, but for the tasks left at the loop's shutdown
+            self.counters.refuse(HANDSHAKE_TIMEOUT)
+            raise
+
     # -- incoming ------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self.counters.bytes_in += len(data)
         owner = self.owner
         if owner is not None and not self.slow:
             self._parse(data, owner)
@@ -453,7 +468,9 @@ class FastPathConnection(ServerConnection):
                 continue
             # end of stream: flush, then half-close as websockets does
             if pending:
-                self.transport.write(b"".join(pending))
+                joined = b"".join(pending)
+                self.counters.bytes_out += len(joined)
+                self.transport.write(joined)
                 pending = []
             if self.transport.can_write_eof():
                 with contextlib.suppress(Exception):
@@ -461,7 +478,9 @@ class FastPathConnection(ServerConnection):
             else:  # pragma: no cover (TLS)
                 self.transport.close()
         if pending:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            out = pending[0] if len(pending) == 1 else b"".join(pending)
+            self.counters.bytes_out += len(out)
+            self.transport.write(out)
 
     def write_pending(self) -> None:
         """:meth:`send_data`; if writing fails, drop the connection as websockets'
@@ -540,7 +559,9 @@ class FastPathConnection(ServerConnection):
             # anything (HTTP allows an early response)
             self.gate = None  # never counted
             assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(PER_IP_RESPONSE if verdict.refusal is Refusal.PER_IP else FULL_RESPONSE)
+            refusal = PER_IP_RESPONSE if verdict.refusal is Refusal.PER_IP else FULL_RESPONSE
+            transport.write(refusal)
+            self.counters.bytes_out += len(refusal)
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -65,6 +65,9 @@ class AcceptGate(Generic[Conn]):
     address_of: dict[Conn, str] = field(default_factory=dict)
     #: ... and how many counted connections each address holds (no zeros kept)
     per_address: dict[str, int] = field(default_factory=dict)
+    #: connections refused at accept, and dropped to make room (for /metrics)
+    refused: int = 0
+    evicted: int = 0
 
     def __len__(self) -> int:
         return len(self.pending) + len(self.admitted)
@@ -79,9 +82,11 @@ class AcceptGate(Generic[Conn]):
         evict: Conn | None = None
         if self.limit is not None and len(self) >= self.limit:
             if not self.pending:
+                self.refused += 1
                 return Verdict(False, refusal=Refusal.FULL)
             evict = next(iter(self.pending))
             self.close(evict)
+            self.evicted += 1
         self.pending[conn] = None
         if address is not None:
             self.address_of[conn] = address
@@ -92,6 +97,11 @@ class AcceptGate(Generic[Conn]):
         """``conn``'s request arrived: it is no longer a candidate for eviction."""
         if self.pending.pop(conn, 0) is None:
             self.admitted.add(conn)
+
+    def full(self) -> bool:
+        """Whether the next connection would be refused: every slot holds a
+        connection that has sent its request (none to drop to make room)."""
+        return self.limit is not None and len(self.admitted) >= self.limit
 
     def close(self, conn: Conn) -> None:
         """``conn``'s TCP connection is gone (or it was evicted); idempotent."""

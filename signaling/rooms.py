@@ -107,6 +107,10 @@ class RoomTable:
     def rooms(self) -> list[str]:
         return sorted(self._rooms)
 
+    def member_count(self) -> int:
+        """How many members all rooms hold together."""
+        return len(self._by_conn)
+
     def __len__(self) -> int:
         """How many rooms exist."""
         return len(self._rooms)

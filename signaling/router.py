@@ -125,6 +125,10 @@ class RouterStats:
     forwarded: int = 0
     errors: int = 0
     by_code: dict[int, int] = field(default_factory=dict)
+    #: frames by command (None: a frame whose command could not be read)
+    by_command: dict[Command | None, int] = field(default_factory=dict)
+    #: connections made, by path (for /metrics)
+    connections: dict[Path, int] = field(default_factory=dict)
 
 
 def _not_token_id(peer_id: str, state: _Conn) -> str:
@@ -166,6 +170,8 @@ class Router:
         self._conns[conn] = _Conn(
             path, resume=resume or None, allowed_id=allowed_id, allowed_room=allowed_room
         )
+        connections = self.stats.connections
+        connections[path] = connections.get(path, 0) + 1
 
     def leave_room(self, conn: ConnId) -> list[Action]:
         """``conn`` (closed) leaves its room: the Presence notices to the others.
@@ -247,6 +253,28 @@ class Router:
         table = self._rooms.table
         return {room: table.members(room) for room in table.rooms()}
 
+    def room_counts(self) -> tuple[int, int]:
+        """(rooms, members of all rooms), without listing them."""
+        table = self._rooms.table
+        return len(table), table.member_count()
+
+    def answer_count(self) -> int:
+        """How many answer peers are registered (without sorting their IDs)."""
+        return len(self._answers)
+
+    def offer_count(self) -> int:
+        return len(self._offers)
+
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def connection_paths(self) -> dict[Path, int]:
+        """Open connections by path (every path, 0 included)."""
+        counts = dict.fromkeys(Path, 0)
+        for state in self._conns.values():
+            counts[state.path] += 1
+        return counts
+
     def peer_id(self, conn: ConnId) -> str | None:
         state = self._conns.get(conn)
         if state is None or state.path is not Path.ROOM:
@@ -268,8 +296,10 @@ class Router:
         self.stats.frames += 1
         text = isinstance(frame, str)
         size = wire_size(frame)
+        by_command = self.stats.by_command
         if size > self.max_frame:
             command = peek_command(frame)
+            by_command[command] = by_command.get(command, 0) + 1
             return [
                 self._error(
                     conn,
@@ -282,6 +312,7 @@ class Router:
         quick = peek_request(frame)
         if quick is not None:
             command, source, target = quick
+            by_command[command] = by_command.get(command, 0) + 1
         else:
             # The full decoder (pydantic) only for what the fast reader
             # declines: responses and malformed frames. Imported here, once,
@@ -291,8 +322,10 @@ class Router:
             try:
                 envelope = decode(frame)
             except ProtocolError as exc:
+                by_command[exc.command] = by_command.get(exc.command, 0) + 1
                 return [self._error(conn, reply_to(exc.command), exc.code, str(exc), text)]
             command = envelope.command
+            by_command[command] = by_command.get(command, 0) + 1
             if not command.is_request:
                 response = envelope.response
                 log.debug(

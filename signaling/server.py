@@ -50,8 +50,15 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from rtc_signal.proto import tokens
-from rtc_signal.signaling import plainhttp
+from rtc_signal.signaling import health, metrics, plainhttp
 from rtc_signal.signaling.connection import FastPathConnection
+from rtc_signal.signaling.counters import (
+    HANDSHAKE_REFUSED,
+    IDLE_TIMEOUT,
+    RATE_LIMIT_CLOSE,
+    LatencyHistogram,
+    ServerCounters,
+)
 from rtc_signal.signaling.gate import AcceptGate
 from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
 from rtc_signal.signaling.logtext import clip
@@ -152,6 +159,11 @@ class ServerConfig:
     #: PEM certificate chain and key: serve wss:// (TLS)
     certfile: str | None = None
     keyfile: str | None = None
+    # -- observability (README "Metrics and health") --------------------------
+    #: serve GET /metrics (Prometheus text format)
+    metrics: bool = True
+    #: the bearer token /metrics requires; None: /metrics is open
+    metrics_token: str | None = None
 
 
 #: seconds between two ticks of the router's call table: a call without
@@ -188,6 +200,36 @@ class SignalingServer:
             config.max_connections, config.max_connections_per_ip
         )
         self.pages = Pages() if config.serve_pages else None
+        # -- /metrics, /healthz, /readyz (signaling.metrics, signaling.health) --
+        self.counters = ServerCounters()
+        self.forward_latency = LatencyHistogram()
+        #: when the frames of this read came in (0: no frame yet), and how
+        #: many of them were forwarded: observed at flush (two clock reads and
+        #: one bisect per read, not per frame)
+        self._read_at = 0.0
+        self._read_forwards = 0
+        #: set when the server starts closing: /readyz answers 503
+        self.draining = False
+        #: why the server would not take a new client, each (None: it would);
+        #: /readyz runs them all, and a cluster appends its Redis check
+        self.readiness_checks: list[health.ReadinessCheck] = [
+            lambda: "draining" if self.draining else None,
+            lambda: "at the connection limit" if self._gate.full() else None,
+        ]
+        self.metrics = (
+            metrics.MetricsEndpoint(
+                metrics.SignalingCollector(
+                    self.router,
+                    self.counters,
+                    self.forward_latency,
+                    self._gate,
+                    lambda: not health.not_ready(self.readiness_checks),
+                ),
+                config.metrics_token,
+            )
+            if config.metrics
+            else None
+        )
         #: what all senders together may forward to one connection: several
         #: callers' worth (a fan-in of INBOX_SHARES at the full rate), so that
         #: honest callers get through while a flooding crowd is refused at the
@@ -236,6 +278,7 @@ class SignalingServer:
             # from TCP accept to the end of the handshake (limits count from accept)
             open_timeout=cfg.handshake_timeout,
             process_request=self._process_request,
+            process_response=self._count_response,
             ssl=self._ssl_context(),
             max_size=cfg.max_frame * HARD_LIMIT_FACTOR,
             # One task pings every connection (see _keepalive), rather than
@@ -256,11 +299,19 @@ class SignalingServer:
         self._log_security()
         if self.pages is not None:
             log.info("web page at %s/", self.url.replace("ws", "http", 1))
+        if self.metrics is not None:
+            log.info(
+                "metrics at %s%s (%s)",
+                self.url.replace("ws", "http", 1),
+                metrics.PATH,
+                "bearer token required" if self.metrics.protected else "open",
+            )
 
     async def close(self) -> None:
         """Close every connection with 1001 (going away) and stop listening."""
         if self._server is None:
             return
+        self.draining = True
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -294,9 +345,11 @@ class SignalingServer:
         """FastPathConnection with this server's gate set before the connection
         is made, so that it counts from TCP accept."""
         gate = self._gate
+        server_counters = self.counters
 
         class GatedConnection(FastPathConnection):
             __slots__ = ()
+            counters = server_counters
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
@@ -427,6 +480,8 @@ class SignalingServer:
             return self.whep.handle(connection, request)
         if connection.splitter is not None and connection.splitter.refusal is not None:
             return _refusal(connection, *connection.splitter.refusal)
+        if path in health.PATHS or (self.metrics is not None and path == metrics.PATH):
+            return self._observe(connection, request, path)
         if path in (Path.REGISTER.value, Path.OFFER.value, Path.ROOM.value):
             try:
                 resume_key(request.path)
@@ -447,6 +502,34 @@ class SignalingServer:
         return connection.respond(
             http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register, /offer or /room\n"
         )
+
+    def _observe(self, connection: ServerConnection, request: Request, path: str) -> Response:
+        """``/metrics``, ``/healthz`` or ``/readyz``."""
+        if request.method not in ("GET", "HEAD"):
+            response = connection.respond(
+                http.HTTPStatus.METHOD_NOT_ALLOWED, f"rtc-signal: {path} is read with GET\n"
+            )
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        if path == metrics.PATH:
+            assert self.metrics is not None
+            answer: metrics.MetricsResponse | health.ProbeResponse = self.metrics.respond(
+                request.headers.get_all("Authorization")
+            )
+        else:
+            answer = health.respond(path, self.readiness_checks)
+        return plainhttp.response(
+            answer.status, Headers(answer.headers), answer.body, head=request.method == "HEAD"
+        )
+
+    def _count_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> None:
+        """Count every response to an HTTP request (pages, WHEP, handshakes)."""
+        status = response.status_code
+        self.counters.respond(status)
+        if status != http.HTTPStatus.SWITCHING_PROTOCOLS and _is_upgrade(request):
+            self.counters.refuse(HANDSHAKE_REFUSED)
 
     async def _handle(self, ws: ServerConnection) -> None:
         # (the handler only runs once the handshake succeeded: both are set)
@@ -534,6 +617,8 @@ class SignalingServer:
                 if verdict != ALLOW:
                     self._over_rate(ws, message, verdict, now)
                     return
+        if not self._read_at:  # the first frame of this read (the forwarding latency)
+            self._read_at = _monotonic()
         self._perform(ws, self.router.receive(ws.conn_id, message))
 
     def _over_rate(
@@ -559,6 +644,7 @@ class SignalingServer:
             "unregistered" if peer_id is None else clip(peer_id),
             limit.grace,
         )
+        self.counters.refuse(RATE_LIMIT_CLOSE)
         ws.fail(CloseCode.POLICY_VIOLATION, "message rate limit exceeded")
 
     def _check_idle(self, conn: ConnId) -> None:
@@ -568,6 +654,7 @@ class SignalingServer:
             return
         timeout = self.config.idle_timeout
         log.info("conn %s: no ID after %g s, closing", conn, timeout)
+        self.counters.refuse(IDLE_TIMEOUT)
         ws.fail(CloseCode.POLICY_VIOLATION, f"no registration or offer within {timeout:g} s")
 
     def _perform(self, ws: FastPathConnection, actions: list[Action]) -> None:
@@ -590,6 +677,7 @@ class SignalingServer:
                     )
                     blocked = self._write(ws, refusal.frame, ws, None)
                 else:
+                    self._read_forwards += 1
                     # the ack is held while the forward waits for the target
                     blocked = self._write(target, action.frame, ws, action) or self._write(
                         ws, action.ack, ws, None
@@ -683,6 +771,10 @@ class SignalingServer:
             ws = dirty.pop()
             ws.dirty = False
             ws.write_pending()
+        if self._read_forwards:  # every forward of this read is in its target's socket now
+            self.forward_latency.observe(_monotonic() - self._read_at, self._read_forwards)
+            self._read_forwards = 0
+        self._read_at = 0.0
 
     def drained(self, ws: FastPathConnection, failed: bool) -> None:
         """``ws`` drained (or died): let the senders it held go on."""
