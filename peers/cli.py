@@ -641,5 +641,82 @@ def bench(
     _run(run(), opts["log_level"])
 
 
+@main.command()
+@click.option("--room", required=True, help="The room to join (1-64 of A-Z a-z 0-9 . _ -).")
+@click.option(
+    "--id",
+    "peer_id",
+    default=None,
+    help="Our member ID in the room (default: the token's ID, else m-<random>).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0),
+    default=None,
+    help="Timer instead of chat: send <id>-1, <id>-2, ... to each member every "
+    "INTERVAL seconds (a sequence per member, from when it connects).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="Timer: exit 0 once N messages went both ways with every member present "
+    "(and with at least --expect members). Default interval 1 s.",
+)
+@click.option(
+    "--expect",
+    type=click.IntRange(0),
+    default=None,
+    help="With --count: members to finish with at least (default 1), so a member "
+    "alone in the room waits for others.",
+)
+@_connection_options
+def join(
+    room: str,
+    peer_id: str | None,
+    interval: float | None,
+    count: int | None,
+    expect: int | None,
+    **opts: Any,
+) -> None:
+    """Join ROOM: a group chat over a mesh of peer connections, one per member.
+
+    Lines typed go to every member; messages received are printed as
+    `<sender>: <text>`; members joining and leaving are reported on stderr.
+    End of input leaves the room. With --interval/--count: the timer instead.
+    """
+    from rtc_signal.peers.room import check_member_id, check_room_name, join, new_member_id
+    from rtc_signal.peers.roomwork import room_chat, room_timer
+
+    if expect is not None and count is None:
+        raise click.UsageError("--expect goes with --count")
+    try:
+        check_room_name(room)
+        if peer_id is not None:
+            check_member_id(peer_id)
+    except PeerError as exc:
+        raise click.UsageError(str(exc)) from None
+    config = _config(opts)
+    member_id = peer_id or (_own_id(None, opts) if opts["token"] else new_member_id())
+
+    async def run() -> None:
+        async with join(config, room, member_id) as the_room:
+            members = ", ".join(the_room.members) or "nobody else yet"
+            _status(f"rtc-peer: joined {room} as {member_id!r}; members: {members}")
+            if interval is None and count is None:
+                await room_chat(the_room, sys.stdin.buffer, _echo, _status)
+            else:
+                await room_timer(
+                    the_room,
+                    1.0 if interval is None else interval,
+                    count,
+                    1 if expect is None else expect,
+                    _echo,
+                    _status,
+                )
+
+    _run(run(), opts["log_level"])
+
+
 if __name__ == "__main__":
     main()
