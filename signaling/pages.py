@@ -23,6 +23,9 @@ ROUTES = {
     "/rtc-signal.js": "rtc-signal.js",
     "/app.js": "app.js",
     "/style.css": "style.css",
+    # the room page (/?room=R): app.js imports room.js, which links room.css
+    "/room.js": "room.js",
+    "/room.css": "room.css",
 }
 
 CONTENT_TYPES = {

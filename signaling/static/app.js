@@ -13,6 +13,9 @@
 import { AnswerPeer, call, defaultServer } from "/rtc-signal.js";
 
 const params = new URLSearchParams(window.location.search);
+// ?room=R: the room page (room.js) replaces this one once this module has run
+const inRoom = params.has("room");
+if (inRoom) import("/room.js");
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -287,7 +290,9 @@ $("id").value = params.get("id") || "";
 $("target").value = params.get("target") || "";
 $("interval").value = params.get("interval") || "";
 $("video").checked = params.get("video") === "1";
-if (params.get("target")) {
+if (inRoom) {
+  // room.js joins the room (with id= as the member ID)
+} else if (params.get("target")) {
   dial(params.get("target"));
 } else if (params.get("id")) {
   register(params.get("id"));
