@@ -27,6 +27,9 @@ ROUTES = {
     # ask for without looking at the page (favicon.svg drawn at 32x32, PNG in ICO)
     "/favicon.svg": "favicon.svg",
     "/favicon.ico": "favicon.ico",
+    # the room page (/?room=R): app.js imports room.js, which links room.css
+    "/room.js": "room.js",
+    "/room.css": "room.css",
 }
 
 CONTENT_TYPES = {

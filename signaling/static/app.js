@@ -15,6 +15,9 @@
 import { AnswerPeer, call, defaultServer } from "/rtc-signal.js";
 
 const params = new URLSearchParams(window.location.search);
+// ?room=R: the room page (room.js) replaces this one once this module has run
+const inRoom = params.has("room");
+if (inRoom) import("/room.js");
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -509,8 +512,10 @@ function callMode() {
   }
 }
 
-/** Picks the page's mode from the URL (one today: a call with one peer at a time). */
+/** Picks the page's mode from the URL: a room (room.js builds its own page
+ * and joins, with id= as the member ID), or a call with one peer at a time. */
 function main() {
+  if (inRoom) return;
   callMode();
 }
 

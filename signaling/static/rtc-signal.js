@@ -7,12 +7,24 @@
 //   const session = await call("ws://127.0.0.1:18080", "alice");
 //   session.addEventListener("message", (e) => console.log(e.detail.data));
 //   session.send("hello");
+//   const room = await Room.join("ws://127.0.0.1:18080", "team", { id: "carol" });
+//   room.addEventListener("message", (e) => console.log(e.detail.member, e.detail.text));
+//   room.send("hi all");
 //
 // Frames are text (the server answers text with text); their bytes are what
 // the Go demo sends: {"command":N,"payload":"<std base64 of the request>"},
 // with Go's field order and string escaping, so Go peers can read them too.
 
-export const Command = Object.freeze({ INIT: 1, ANSWER: 2, OFFER: 3, CANDIDATE: 4 });
+export const Command = Object.freeze({
+  INIT: 1,
+  ANSWER: 2,
+  OFFER: 3,
+  CANDIDATE: 4,
+  // rooms (rtc-signal's addition, docs/PROTOCOL.md "Rooms"), on the /room path
+  JOIN: 5,
+  PRESENCE: 6,
+  LEAVE: 7,
+});
 /** A response's command is its request's plus this. */
 export const RESPONSE = 100;
 export const CANDIDATE_PREFIX = "candidate:";
@@ -100,9 +112,50 @@ export function decodeDescription(body, expectedType) {
   return { type: parsed.type, sdp: parsed.sdp };
 }
 
+/** What a room name may be (the server refuses others with 400). */
+export const ROOM_NAME = /^[A-Za-z0-9._-]{1,64}$/;
+/** The longest member ID, in characters (as the server counts them). */
+export const MAX_MEMBER_ID = 64;
+
+/**
+ * Parse a Presence (6) body: {room, event: "members", members: [...]} (the
+ * other members, oldest first) or {room, event: "join"|"leave", member}.
+ * Throws SignalingError when it is not one.
+ */
+export function decodePresence(body) {
+  if (body === null) throw new SignalingError("presence without a body");
+  let parsed;
+  try {
+    parsed = JSON.parse(decoder.decode(body));
+  } catch (err) {
+    throw new SignalingError(`presence body is not UTF-8 JSON: ${err.message}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new SignalingError("presence body is not a JSON object");
+  }
+  const { room, event } = parsed;
+  if (typeof room !== "string" || !ROOM_NAME.test(room)) {
+    throw new SignalingError("presence room is not a room name");
+  }
+  if (event === "members") {
+    const members = parsed.members;
+    if (!Array.isArray(members) || !members.every((m) => typeof m === "string" && m)) {
+      throw new SignalingError("presence members is not a list of member IDs");
+    }
+    return { room, event, members };
+  }
+  if (event === "join" || event === "leave") {
+    if (typeof parsed.member !== "string" || !parsed.member) {
+      throw new SignalingError("presence member is not a member ID");
+    }
+    return { room, event, member: parsed.member };
+  }
+  throw new SignalingError("presence event is not members, join or leave");
+}
+
 /**
  * Parse one frame. Returns {command, request: {source, target, body}} for
- * commands 1-4 and {command, response: {code, msg}} for 101-104 (and any
+ * commands 1-7 and {command, response: {code, msg}} for 101-104 (and any
  * other command >= 100); throws SignalingError on anything else.
  */
 export function decodeFrame(text) {
@@ -128,7 +181,7 @@ export function decodeFrame(text) {
   if (command >= RESPONSE) {
     return { command, response: { code: payload.code ?? 0, msg: payload.msg ?? "" } };
   }
-  if (command < Command.INIT || command > Command.CANDIDATE) {
+  if (command < Command.INIT || command > Command.LEAVE) {
     throw new SignalingError(`unknown command ${command}`);
   }
   const body = payload.body == null ? null : b64decode(payload.body);
@@ -162,6 +215,22 @@ export function backoffMs(attempt, baseMs = 500, maxMs = 10000) {
 /** The signaling server's URL for a page it served: same host, ws: or wss:. */
 export function defaultServer(location = window.location) {
   return (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+}
+
+/**
+ * ICE servers from a page's URL parameters: ice=URL[,URL], with iceUsername
+ * and iceCredential for turn:/turns: URLs. None by default: nothing public
+ * is contacted behind the user's back.
+ */
+export function iceServersFromParams(params) {
+  return (params.get("ice") || "")
+    .split(",")
+    .filter(Boolean)
+    .map((urls) =>
+      urls.startsWith("turn")
+        ? { urls, username: params.get("iceUsername") || "", credential: params.get("iceCredential") || "" }
+        : { urls },
+    );
 }
 
 // -- signaling connection ------------------------------------------------------
@@ -256,14 +325,23 @@ export class Signaling extends EventTarget {
 // -- peer sessions -------------------------------------------------------------
 
 /**
- * One RTCPeerConnection with one remote peer, its "data" channel and the
- * tracks it receives. Events: "state" (detail: a summary object), "open",
+ * One RTCPeerConnection with one remote peer, its main data channel ("data"
+ * for 1:1 calls, "chat" in rooms: ``channelLabel``) and the tracks it receives. Events: "state" (detail: a summary object), "open",
  * "message" (detail: {data}), "track" (detail: RTCTrackEvent), "close",
  * "error" (detail: Error).
  */
 export class PeerSession extends EventTarget {
-  constructor({ signaling, localId, remoteId, iceServers = [], localStream = null, timeoutMs }) {
+  constructor({
+    signaling,
+    localId,
+    remoteId,
+    iceServers = [],
+    localStream = null,
+    timeoutMs,
+    channelLabel = "data",
+  }) {
     super();
+    this.channelLabel = channelLabel;
     this.signaling = signaling;
     this.localId = localId;
     this.remoteId = remoteId;
@@ -315,7 +393,7 @@ export class PeerSession extends EventTarget {
   }
 
   _adopt(channel) {
-    if (channel.label !== "data" || this.channel) {
+    if (channel.label !== this.channelLabel || this.channel) {
       this.channels.set(channel.label, channel);
       this.dispatchEvent(new CustomEvent("channel", { detail: channel }));
       return;
@@ -369,6 +447,33 @@ export class PeerSession extends EventTarget {
     await this.pc.setRemoteDescription(description);
     this.remoteSet = true;
     for (const line of this.pendingCandidates.splice(0)) await this.addRemoteCandidate(line);
+  }
+
+  /** Offer side: make the main channel and the offer, send it (resolves once the server took it). */
+  async _offer(receiveMedia) {
+    this._adopt(this.pc.createDataChannel(this.channelLabel));
+    this._addLocalTracks(receiveMedia);
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    await this.signaling.request(
+      Command.OFFER,
+      this.localId,
+      this.remoteId,
+      encodeDescription(this.pc.localDescription),
+    );
+  }
+
+  /** Answer side: apply ``offer`` and the candidates that came before it, send the answer. */
+  async _answer(offer, earlyCandidates = []) {
+    await this._setRemote(offer);
+    for (const line of earlyCandidates) await this.addRemoteCandidate(line);
+    this._addLocalTracks(false);
+    await this.pc.setLocalDescription(await this.pc.createAnswer());
+    await this.signaling.request(
+      Command.ANSWER,
+      this.localId,
+      this.remoteId,
+      encodeDescription(this.pc.localDescription),
+    );
   }
 
   /** Apply a candidate the remote peer trickled (kept until its description is set). */
@@ -439,6 +544,32 @@ export class PeerSession extends EventTarget {
   }
 }
 
+/** Candidates that came before their peer's offer, per peer; bounded, so a peer cannot fill memory. */
+class EarlyCandidates {
+  constructor(maxPeers = 64, maxLines = 64) {
+    this.maxPeers = maxPeers;
+    this.maxLines = maxLines;
+    this.lines = new Map(); // peer id -> candidate lines
+  }
+
+  keep(peer, line) {
+    let lines = this.lines.get(peer);
+    if (!lines) {
+      if (this.lines.size >= this.maxPeers) return;
+      lines = [];
+      this.lines.set(peer, lines);
+    }
+    if (lines.length < this.maxLines) lines.push(line);
+  }
+
+  /** The lines kept for ``peer`` (forgotten here). */
+  take(peer) {
+    const lines = this.lines.get(peer) ?? [];
+    this.lines.delete(peer);
+    return lines;
+  }
+}
+
 function randomHex(bytes) {
   const random = crypto.getRandomValues(new Uint8Array(bytes));
   return Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -491,11 +622,8 @@ export async function call(server, target, options = {}) {
       session._fail(err);
     }
   });
-  session._adopt(session.pc.createDataChannel("data"));
-  session._addLocalTracks(receiveMedia);
   try {
-    await session.pc.setLocalDescription(await session.pc.createOffer());
-    await signaling.request(Command.OFFER, id, target, encodeDescription(session.pc.localDescription));
+    await session._offer(receiveMedia);
   } catch (err) {
     session._fail(err);
     throw err;
@@ -548,8 +676,8 @@ export class AnswerPeer extends EventTarget {
     this.closed = false;
     this.retryTimer = null;
     this.sessions = new Map(); // caller id -> PeerSession
-    // candidates that arrive before their caller's offer (bounded)
-    this.early = new Map();
+    // candidates that arrive before their caller's offer
+    this.early = new EarlyCandidates();
     this._attach(signaling);
   }
 
@@ -611,13 +739,9 @@ export class AnswerPeer extends EventTarget {
         if (this.sessions.get(caller) === session) this.sessions.delete(caller);
       });
       this.dispatchEvent(new CustomEvent("call", { detail: session }));
+      const early = this.early.take(caller);
       try {
-        await session._setRemote(offer);
-        for (const line of this.early.get(caller) ?? []) await session.addRemoteCandidate(line);
-        this.early.delete(caller);
-        session._addLocalTracks(false);
-        await session.pc.setLocalDescription(await session.pc.createAnswer());
-        await this.signaling.request(Command.ANSWER, this.id, caller, encodeDescription(session.pc.localDescription));
+        await session._answer(offer, early);
       } catch (err) {
         session._fail(err);
       }
@@ -626,10 +750,8 @@ export class AnswerPeer extends EventTarget {
       const session = this.sessions.get(caller);
       if (session) {
         await session.addRemoteCandidate(line);
-      } else if (this.early.size < 64) {
-        const lines = this.early.get(caller) ?? [];
-        if (lines.length < 64) lines.push(line);
-        this.early.set(caller, lines);
+      } else {
+        this.early.keep(caller, line);
       }
     } else {
       this._warn(`ignoring command ${command} from ${caller}`);
@@ -645,5 +767,325 @@ export class AnswerPeer extends EventTarget {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     for (const session of this.sessions.values()) session.close();
     this.signaling.close();
+  }
+}
+
+// -- rooms ---------------------------------------------------------------------
+
+/** The label of a room's data channel (one per pair of members). */
+export const CHAT_LABEL = "chat";
+// chat text from a member that sends binary frames: shown, never an exception
+const lenientDecoder = new TextDecoder("utf-8");
+
+/**
+ * A member of a room (docs/PROTOCOL.md, "Rooms"): one signaling connection
+ * on /room and one PeerSession with every other member, a full mesh. For
+ * every pair the member that joined LATER offers, the earlier one waits for
+ * that offer, so two members never offer to each other at once (no glare).
+ *
+ *   const room = await Room.join(server, "team", { id: "carol", localStream });
+ *   room.addEventListener("track", (e) => show(e.detail.member, e.detail.stream));
+ *   room.addEventListener("message", (e) => log(e.detail.member, e.detail.text));
+ *   room.send("hi all");
+ *   await room.leave();
+ *
+ * Events (CustomEvent, ``detail``):
+ * - "join" {member}: a member joined; it offers to us.
+ * - "leave" {member}: a member left (Leave, closed, or dropped by the
+ *   server's keepalive); its connection is closed.
+ * - "connect" {member, session}: the chat channel with a member is open.
+ * - "disconnect" {member}: the connection with a member that is still in
+ *   the room ended (failed, or not open within ``timeoutMs``).
+ * - "track" {member, track, stream}: a media track from a member (``stream``:
+ *   one MediaStream per member, holding all its tracks).
+ * - "message" {member, text}: a chat message from a member.
+ * - "warning" {member, text}: something ignored (a bad frame, an offer
+ *   against the mesh rule, a member that never offered).
+ * - "error" {member, error}: the connection with a member failed.
+ * - "close" {code, reason}: we are out of the room (leave(), or the
+ *   signaling connection was lost: the server then tells the others).
+ */
+export class Room extends EventTarget {
+  /**
+   * Join ``room`` on ``server``; resolves once joined (the offers to the
+   * members already there are under way: see ``members`` and the events).
+   * Options: id (default browser-<random>), token, iceServers (default
+   * none), localStream (sent to every member), receiveMedia (offer to
+   * receive audio and video; default true), timeoutMs (every wait).
+   * Rejects with a SignalingError whose ``code`` is the server's (400 bad
+   * name, 403 token, 409 ID taken, 503 room full) if the Join is refused.
+   */
+  static async join(server, room, options = {}) {
+    const { id = randomId("browser"), token = null, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
+    if (typeof room !== "string" || !ROOM_NAME.test(room)) {
+      throw new SignalingError(`bad room name ${goString(String(room).slice(0, 80))}: 1-64 of A-Z a-z 0-9 . _ -`, 400);
+    }
+    if (typeof id !== "string" || !id || [...id].length > MAX_MEMBER_ID) {
+      throw new SignalingError(`a member ID has 1-${MAX_MEMBER_ID} characters`, 400);
+    }
+    const signaling = await Signaling.open(endpoint(server, "/room", token), { timeoutMs });
+    const self = new Room(signaling, room, id, { ...options, timeoutMs });
+    try {
+      // the member list follows the Join's 105 at once: listen before asking
+      const listed = self._listed;
+      await signaling.request(Command.JOIN, id, room, null);
+      await withTimeout(listed, timeoutMs, `member list of room ${room}`);
+    } catch (err) {
+      self._shutdown({ code: err.code ?? 1006, reason: err.message }, false);
+      throw err;
+    }
+    return self;
+  }
+
+  constructor(signaling, room, id, options = {}) {
+    super();
+    const {
+      iceServers = [],
+      localStream = null,
+      receiveMedia = true,
+      timeoutMs = DEFAULT_TIMEOUT_MS,
+    } = options;
+    this.signaling = signaling;
+    this.room = room;
+    this.id = id;
+    this.iceServers = iceServers;
+    this.localStream = localStream;
+    this.receiveMedia = receiveMedia;
+    this.timeoutMs = timeoutMs;
+    this.closed = false;
+    this.leaving = false;
+    // member id -> {role: "offer" (it joined before us: we offer) or
+    // "answer" (it joined after us: it offers), session, stream, timer};
+    // in the order they joined
+    this.peers = new Map();
+    this.early = new EarlyCandidates();
+    this._listed = new Promise((resolve) => {
+      this._resolveListed = resolve;
+    });
+    signaling.addEventListener("request", (e) => this._onRequest(e.detail));
+    signaling.addEventListener("error", (e) => this._warn("", `bad frame: ${e.detail.message}`));
+    signaling.addEventListener("close", (e) => this._shutdown(e.detail));
+  }
+
+  /** The other members, in the order they joined. */
+  get members() {
+    return Array.from(this.peers.keys());
+  }
+
+  /** member id -> PeerSession, for the members we have a connection with. */
+  get sessions() {
+    const sessions = new Map();
+    for (const [member, peer] of this.peers) if (peer.session) sessions.set(member, peer.session);
+    return sessions;
+  }
+
+  /** Whether the chat channel with ``member`` is open. */
+  connected(member) {
+    const session = this.peers.get(member)?.session;
+    return Boolean(session && session.channel && session.channel.readyState === "open");
+  }
+
+  /** Send ``text`` to every member whose chat channel is open; returns those members. */
+  send(text) {
+    const reached = [];
+    for (const [member, peer] of this.peers) {
+      if (!this.connected(member)) continue;
+      try {
+        peer.session.send(String(text));
+        reached.push(member);
+      } catch (err) {
+        this._warn(member, `cannot send: ${err.message}`);
+      }
+    }
+    return reached;
+  }
+
+  /** Leave the room: Leave (7), bounded by ``timeoutMs``, then close every connection. */
+  async leave() {
+    if (this.closed || this.leaving) return;
+    // the others close their connections with us as soon as the server tells
+    // them: from now on a connection ending is no news
+    this.leaving = true;
+    try {
+      await this.signaling.request(Command.LEAVE, this.id, this.room, null);
+    } catch (err) {
+      // closing the signaling connection below leaves the room as well
+      this._warn("", `leave: ${err.message}`);
+    }
+    this._shutdown({ code: 1000, reason: "left the room" });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _warn(member, text) {
+    this._emit("warning", { member, text });
+  }
+
+  _shutdown(detail, announce = true) {
+    if (this.closed) return;
+    this.closed = true;
+    const peers = Array.from(this.peers.values());
+    this.peers.clear();
+    for (const peer of peers) {
+      clearTimeout(peer.timer);
+      if (peer.session) peer.session.close();
+    }
+    this.signaling.close();
+    if (announce) this._emit("close", detail);
+  }
+
+  _onRequest({ command, request }) {
+    if (this.closed) return;
+    this.signaling.acknowledge(command);
+    const member = request.source;
+    try {
+      if (command === Command.PRESENCE) {
+        this._onPresence(decodePresence(request.body));
+      } else if (member === this.id || !member) {
+        this._warn(member, `ignoring command ${command} from ourselves`);
+      } else if (command === Command.OFFER) {
+        this._onOffer(member, decodeDescription(request.body, "offer"));
+      } else if (command === Command.ANSWER) {
+        this._onAnswer(member, decodeDescription(request.body, "answer"));
+      } else if (command === Command.CANDIDATE) {
+        const line = request.body === null ? "" : decoder.decode(request.body);
+        const session = this.peers.get(member)?.session;
+        if (session) session.addRemoteCandidate(line);
+        else this.early.keep(member, line);
+      } else {
+        this._warn(member, `ignoring command ${command}`);
+      }
+    } catch (err) {
+      this._warn(member, `ignoring command ${command}: ${err.message}`);
+    }
+  }
+
+  _onPresence(presence) {
+    if (presence.room !== this.room) {
+      this._warn("", `ignoring presence of room ${presence.room}`);
+      return;
+    }
+    if (presence.event === "members") {
+      // everyone already there joined before us: we offer to each
+      for (const member of presence.members) {
+        if (member === this.id || this.peers.has(member)) continue;
+        this._offerTo(this._addPeer(member, "offer"));
+      }
+      this._resolveListed(presence.members);
+      return;
+    }
+    const member = presence.member;
+    if (member === this.id) return;
+    if (presence.event === "join") {
+      this._removePeer(member); // a member that joins again starts afresh
+      const peer = this._addPeer(member, "answer");
+      // the newcomer offers; a newcomer that never does is reported, not waited for forever
+      peer.timer = setTimeout(() => {
+        if (this.peers.get(member) === peer && !peer.session) {
+          this._warn(member, `no offer from ${member} within ${this.timeoutMs} ms`);
+        }
+      }, this.timeoutMs);
+      this._emit("join", { member });
+    } else if (this._removePeer(member)) {
+      this._emit("leave", { member });
+    }
+  }
+
+  _addPeer(member, role) {
+    const peer = { member, role, session: null, stream: null, timer: null };
+    this.peers.set(member, peer);
+    return peer;
+  }
+
+  /** Forget ``member`` and close our connection with it; whether it was a member. */
+  _removePeer(member) {
+    const peer = this.peers.get(member);
+    this.early.take(member);
+    if (!peer) return false;
+    this.peers.delete(member);
+    clearTimeout(peer.timer);
+    if (peer.session) peer.session.close();
+    return true;
+  }
+
+  _offerTo(peer) {
+    const session = this._newSession(peer);
+    session._offer(this.receiveMedia).catch((err) => session._fail(err));
+  }
+
+  _onOffer(member, offer) {
+    let peer = this.peers.get(member);
+    if (!peer) {
+      // an offer before its join notice: the member joined after us
+      peer = this._addPeer(member, "answer");
+      this._emit("join", { member });
+    }
+    if (peer.role === "offer") {
+      // it joined before us, so we offer to it: answering too would make two
+      // connections for one pair (glare); the rule decides, not the timing
+      this._warn(member, `ignoring an offer from ${member}: it joined before us, so we offer`);
+      return;
+    }
+    clearTimeout(peer.timer);
+    if (peer.session) peer.session.close(); // a member that offers again starts afresh
+    const session = this._newSession(peer);
+    session._answer(offer, this.early.take(member)).catch((err) => session._fail(err));
+  }
+
+  _onAnswer(member, answer) {
+    const peer = this.peers.get(member);
+    const session = peer?.session;
+    if (!session || peer.role !== "offer" || session.remoteSet) {
+      this._warn(member, `ignoring an answer from ${member}: no offer of ours is waiting for it`);
+      return;
+    }
+    session._setRemote(answer).catch((err) => session._fail(err));
+  }
+
+  _newSession(peer) {
+    const { member } = peer;
+    const session = new PeerSession({
+      signaling: this.signaling,
+      localId: this.id,
+      remoteId: member,
+      iceServers: this.iceServers,
+      localStream: this.localStream,
+      timeoutMs: this.timeoutMs,
+      channelLabel: CHAT_LABEL,
+    });
+    peer.session = session;
+    peer.stream = null;
+    const current = () => this.peers.get(member) === peer && peer.session === session;
+    session.addEventListener("open", () => {
+      if (current()) this._emit("connect", { member, session });
+    });
+    session.addEventListener("message", (e) => {
+      const data = e.detail.data;
+      const text = typeof data === "string" ? data : lenientDecoder.decode(data);
+      if (current()) this._emit("message", { member, text });
+    });
+    session.addEventListener("track", (e) => {
+      if (!current()) return;
+      if (!peer.stream) peer.stream = new MediaStream();
+      peer.stream.addTrack(e.detail.track);
+      this._emit("track", { member, track: e.detail.track, stream: peer.stream });
+    });
+    session.addEventListener("warning", (e) => this._warn(member, e.detail));
+    session.addEventListener("error", (e) => {
+      if (current()) this._emit("error", { member, error: e.detail });
+    });
+    session.addEventListener("close", () => {
+      // a member that left was removed first: only a connection that ended
+      // while its member stays in the room is a "disconnect"
+      if (!current() || this.closed || this.leaving) return;
+      peer.session = null;
+      peer.stream = null;
+      this._emit("disconnect", { member });
+    });
+    // bounded: a connection not open within timeoutMs fails (and closes)
+    session.opened().catch(() => {});
+    return session;
   }
 }
