@@ -428,6 +428,7 @@ class Room:
                     await link.negotiation.set_remote(
                         decode_description(offer, Command.OFFER, "offer")
                     )
+                    decline_media(pc)
                     await pc.setLocalDescription(await pc.createAnswer())
                     await self._signaling.send_answer(
                         self.peer_id, link.member, _description_body(pc)
@@ -477,8 +478,24 @@ class Room:
                 self._events.put_nowait(RoomMessage(link.member, text))
         finally:
             failed.cancel()
-            if receive is not None and not receive.done():
-                receive.cancel()
+            if receive is not None:
+                if not receive.done():
+                    receive.cancel()
+                elif not receive.cancelled():
+                    # (a close that came as we stopped reading: seen, not an error)
+                    receive.exception()
+
+
+def decline_media(pc: RTCPeerConnection) -> None:
+    """Answer every audio/video line of an offer as inactive.
+
+    Room members here exchange chat only. A browser member with its camera
+    on offers media too; accepted as receive-only, aiortc would decode every
+    frame into a queue nobody reads (the process grew ~8 MiB/s with one
+    video page). Inactive, the browser sends nothing to us.
+    """
+    for transceiver in pc.getTransceivers():
+        transceiver.direction = "inactive"
 
 
 @contextlib.asynccontextmanager
