@@ -9,7 +9,7 @@ import av
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from rtc_signal.peers.media.relay import QUEUE_LIMIT, Relay
+from rtc_signal.peers.media.relay import QUEUE_LIMIT, Relay, ViewerTrack
 from rtc_signal.peers.media.sources import Item, MediaInput, parse_source
 from rtc_signal.peers.media.testclip import make_clip
 from tests.conftest import run
@@ -34,13 +34,19 @@ def queued(track: object) -> list[int]:
     return [bytes(i.payload)[0] for i in list(q._queue)]
 
 
+def reading(track: ViewerTrack) -> ViewerTrack:
+    """``track`` as once its sender has started reading it (the call is up)."""
+    track.reading = True
+    return track
+
+
 def test_a_new_viewer_starts_at_the_next_keyframe(media: MediaInput) -> None:
     async def main() -> None:
         relay = Relay(media, "video")
-        early = relay.subscribe()
+        early = reading(relay.subscribe())
         relay.publish(item(1, True))
         relay.publish(item(2, False))
-        late = relay.subscribe()  # joins mid-GOP
+        late = reading(relay.subscribe())  # joins mid-GOP
         relay.publish(item(3, False))
         relay.publish(item(4, True))
         relay.publish(item(5, False))
@@ -56,7 +62,7 @@ def test_a_lagging_viewer_drops_its_backlog_and_waits_for_a_keyframe(media: Medi
 
     async def main() -> None:
         relay = Relay(media, "video")
-        slow, fast = relay.subscribe(), relay.subscribe()
+        slow, fast = reading(relay.subscribe()), relay.subscribe()
         relay.publish(item(0, True))
         for n in range(1, QUEUE_LIMIT + 5):
             relay.publish(item(n, False))
@@ -66,6 +72,25 @@ def test_a_lagging_viewer_drops_its_backlog_and_waits_for_a_keyframe(media: Medi
         assert queued(slow) == []
         relay.publish(item(200, True))
         assert queued(slow) == [200] and queued(fast) == [200]
+
+    run(main())
+
+
+def test_before_its_sender_reads_a_viewer_keeps_only_the_latest_gop(media: MediaInput) -> None:
+    """While a viewer's call is set up, what it will get at once is bounded:
+    encoded video from the latest keyframe on (no backlog burst), and once it
+    reads, everything in real time."""
+
+    async def main() -> None:
+        relay = Relay(media, "video")
+        track = relay.subscribe()
+        for n in range(1, 31):  # two GOPs of 15
+            relay.publish(item(n, n % 15 == 1))
+        assert queued(track) == list(range(16, 31))
+        assert track.dropped == 15
+        assert bytes(await track.recv())[0] == 16
+        relay.publish(item(31, True))  # a keyframe no longer cuts what is queued
+        assert queued(track)[-2:] == [30, 31] and len(queued(track)) == 15
 
     run(main())
 

@@ -6,7 +6,10 @@ viewer's :class:`ViewerTrack`, which aiortc's RTCRtpSender reads. An
 ``av.Packet`` is only packetized by the sender (aiortc's ``Encoder.pack``),
 a frame is encoded by that viewer's own encoder.
 
-Per viewer, for encoded video: a new (or resumed, or lagging) viewer waits
+Until a viewer's sender starts reading (its call is being set up), only
+what a start needs is kept (encoded video from the latest keyframe on, or the
+last few items), so that it does not get a backlog in one burst. Per viewer,
+for encoded video: a new (or resumed, or lagging) viewer waits
 for the next keyframe, since nothing before it can be decoded; a viewer
 whose queue is full (it cannot keep up) drops what is queued and waits for
 the next keyframe too, instead of making memory grow or slowing the others.
@@ -27,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: items queued per viewer before it is considered lagging (~2 s of video)
 QUEUE_LIMIT = 60
+#: items kept for a viewer whose sender has not started, when there is no
+#: video keyframe to restart from (audio alone: ~1 s of 20 ms Opus frames)
+PRESTART_ITEMS = 50
 
 
 class ViewerTrack(MediaStreamTrack):
@@ -42,6 +48,9 @@ class ViewerTrack(MediaStreamTrack):
         self.waiting_keyframe = self.needs_keyframe
         self.delivered = 0
         self.dropped = 0
+        #: whether its sender has started reading (the call is set up)
+        self.reading = False
+        self._restarts = relay.media.keyframes_published
         self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
 
     def offer(self, item: Item | None) -> None:
@@ -54,20 +63,38 @@ class ViewerTrack(MediaStreamTrack):
             if not item.keyframe:
                 return
             self.waiting_keyframe = False
+        if not self.reading:
+            # The call is still being set up: whatever queues now would reach
+            # the viewer in one burst, faster than real time, once its sender
+            # starts (about 1.2 s of it was measured; a paused viewer got it
+            # all before its pause). Keep only what a start needs: encoded
+            # video from the latest keyframe on, else the last few items.
+            # Audio restarts with the video's latest keyframe, so that both
+            # start together (a recording starts at the first keyframe).
+            published = self.relay.media.keyframes_published
+            if (self.needs_keyframe and item.keyframe) or published != self._restarts:
+                self._restarts = published
+                self.dropped += self._queue.qsize()
+                self._drain()
+            elif not self.needs_keyframe and self._queue.qsize() >= PRESTART_ITEMS:
+                self.dropped += 1
+                self._queue.get_nowait()
         if self._queue.qsize() >= QUEUE_LIMIT:
             # lagging: what is queued is stale; start again at a keyframe
             self.dropped += self._queue.qsize()
-            while not self._queue.empty():
-                self._queue.get_nowait()
+            self._drain()
             if self.needs_keyframe and not item.keyframe:
                 self.waiting_keyframe = True
                 return
         self._queue.put_nowait(item)
 
-    def pause(self) -> None:
-        self.paused = True
+    def _drain(self) -> None:
         while not self._queue.empty():
             self._queue.get_nowait()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._drain()
 
     def resume(self) -> None:
         if self.paused:
@@ -77,6 +104,7 @@ class ViewerTrack(MediaStreamTrack):
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
+        self.reading = True
         item = await self._queue.get()
         if item is None:
             self.stop()
@@ -117,6 +145,8 @@ class Relay:
         self.viewers.discard(track)
 
     def publish(self, item: Item) -> None:
+        if self.kind == "video" and item.keyframe:
+            self.media.keyframes_published += 1
         for track in list(self.viewers):
             track.offer(item)
 

@@ -173,6 +173,9 @@ class MediaInput:
         self.transcode = transcode
         self.on_status = on_status
         self.reconnects = 0
+        #: video keyframes published to the viewers so far: the points where a
+        #: viewer that is not reading yet restarts its audio too (peers.media.relay)
+        self.keyframes_published = 0
         self._keyframe_wanted = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
