@@ -1,0 +1,150 @@
+"""Two signaling nodes on one real redis-server, in this process: IDs are
+claimed cluster-wide, frames cross nodes verbatim, acks and refusals come back
+right, and the call-integrity rules hold across nodes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from rtc_signal.proto import Command, encode_request
+from rtc_signal.signaling.server import SignalingServer
+from tests.conftest import (
+    answer_frame,
+    candidate_frame,
+    client,
+    eventually,
+    expect_response,
+    offer_frame,
+    recv_frame,
+    register,
+    run,
+    running_server,
+    within,
+)
+from tests.redisserver import RedisServer
+
+NODE_SETTINGS = {"cluster_heartbeat": 0.2, "cluster_ttl": 1.0}
+
+
+@contextlib.asynccontextmanager
+async def nodes(redis: RedisServer, count: int = 2) -> AsyncIterator[list[SignalingServer]]:
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [
+            await stack.enter_async_context(
+                running_server(redis_url=redis.url, node_id=f"n{i + 1}", **NODE_SETTINGS)
+            )
+            for i in range(count)
+        ]
+        yield servers
+
+
+async def no_frame(ws: object, timeout: float = 0.3) -> None:
+    """Nothing arrives on ``ws`` for ``timeout`` seconds."""
+    try:
+        frame = await within(ws.recv(), timeout)  # type: ignore[attr-defined]
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected frame {frame!r}")
+
+
+def test_a_call_across_two_nodes_relays_every_frame_verbatim(redis_server: RedisServer) -> None:
+    """Offer from node 2 reaches bob on node 1 byte for byte; the Answer and
+    Candidates travel back and both ways; each sender is acked with 0."""
+
+    async def scenario() -> None:
+        async with (
+            nodes(redis_server) as (n1, n2),
+            client(n1.url, "/register") as bob,
+            client(n2.url, "/offer") as alice,
+        ):
+            await register(bob, "bob")
+            sent = offer_frame("alice", "bob")
+            await alice.send(sent)
+            assert await recv_frame(bob) == sent
+            await expect_response(alice, Command.OFFER_RESPONSE, 0)
+            for frame, sender, receiver, reply in (
+                (answer_frame("bob", "alice"), bob, alice, Command.ANSWER_RESPONSE),
+                (candidate_frame("bob", "alice"), bob, alice, Command.CANDIDATE_RESPONSE),
+                (candidate_frame("alice", "bob"), alice, bob, Command.CANDIDATE_RESPONSE),
+            ):
+                await sender.send(frame)
+                assert await recv_frame(receiver) == frame
+                await expect_response(sender, reply, 0)
+            # text frames stay text frames across nodes
+            text = candidate_frame("alice", "bob").decode()
+            await alice.send(text)
+            assert await recv_frame(bob) == text
+            await expect_response(alice, Command.CANDIDATE_RESPONSE, 0, binary=False)
+            assert n1.cluster is not None and n1.cluster.stats.messages_in >= 3
+            assert n2.cluster is not None and n2.cluster.stats.messages_out >= 3
+
+    run(scenario())
+
+
+def test_an_id_taken_on_one_node_gets_409_on_the_other(redis_server: RedisServer) -> None:
+    """Registered on node 1: 409 on node 2 (answer IDs and offer IDs alike);
+    free again on every node once its peer leaves."""
+
+    async def scenario() -> None:
+        async with nodes(redis_server) as (n1, n2):
+            async with client(n1.url, "/register") as bob:
+                await register(bob, "bob")
+                async with client(n2.url, "/register") as other:
+                    await other.send(encode_request(Command.INIT, "bob", ""))
+                    await expect_response(other, Command.INIT_RESPONSE, 409)
+                async with client(n1.url, "/offer") as alice, client(n2.url, "/offer") as fake:
+                    await alice.send(offer_frame("alice", "bob"))
+                    await expect_response(alice, Command.OFFER_RESPONSE, 0)
+                    await fake.send(offer_frame("alice", "bob"))
+                    await expect_response(fake, Command.OFFER_RESPONSE, 409)
+            await eventually(lambda: redis_server.command("EXISTS", "rtc:answer:bob") == "0")
+            async with client(n2.url, "/register") as again:
+                await register(again, "bob")
+
+    run(scenario())
+
+
+def test_a_forged_answer_from_a_peer_on_another_node_gets_403(redis_server: RedisServer) -> None:
+    """alice (node 2) calls bob (node 1): mallory (node 1, and an offer peer on
+    node 1) cannot answer alice or send her candidates; bob's call goes on."""
+
+    async def scenario() -> None:
+        async with (
+            nodes(redis_server) as (n1, n2),
+            client(n1.url, "/register") as bob,
+            client(n1.url, "/register") as mallory,
+            client(n2.url, "/offer") as alice,
+        ):
+            await register(bob, "bob")
+            await register(mallory, "mallory")
+            await alice.send(offer_frame("alice", "bob"))
+            await recv_frame(bob)
+            await expect_response(alice, Command.OFFER_RESPONSE, 0)
+            await mallory.send(answer_frame("mallory", "alice"))
+            await expect_response(mallory, Command.ANSWER_RESPONSE, 403)
+            await mallory.send(candidate_frame("mallory", "alice"))
+            await expect_response(mallory, Command.CANDIDATE_RESPONSE, 403)
+            await no_frame(alice)
+            frame = answer_frame("bob", "alice")
+            await bob.send(frame)
+            assert await recv_frame(alice) == frame
+            await expect_response(bob, Command.ANSWER_RESPONSE, 0)
+
+    run(scenario())
+
+
+def test_an_unknown_or_departed_target_on_no_node_gets_404(redis_server: RedisServer) -> None:
+    """An Offer to an ID no node holds gets 404; so does one to a peer that left."""
+
+    async def scenario() -> None:
+        async with nodes(redis_server) as (n1, n2), client(n2.url, "/offer") as alice:
+            await alice.send(offer_frame("alice", "nobody"))
+            await expect_response(alice, Command.OFFER_RESPONSE, 404)
+            async with client(n1.url, "/register") as bob:
+                await register(bob, "bob")
+            await eventually(lambda: "bob" not in n1.router.answer_peers())
+            await alice.send(offer_frame("alice", "bob"))
+            await expect_response(alice, Command.OFFER_RESPONSE, 404)
+
+    run(scenario())
