@@ -4,8 +4,13 @@ right, and the call-integrity rules hold across nodes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
+
+import pytest
 
 from rtc_signal.proto import Command, encode_request
 from rtc_signal.signaling.server import SignalingServer
@@ -148,3 +153,74 @@ def test_an_unknown_or_departed_target_on_no_node_gets_404(redis_server: RedisSe
             await expect_response(alice, Command.OFFER_RESPONSE, 404)
 
     run(scenario())
+
+
+def test_redis_lost_then_restarted(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stops: calls within a node go on (new offer peers too), cross-node
+    requests and new registrations get 503, each node logs it once. Redis
+    comes back (empty): the nodes reconnect and claim their live peers again
+    (no registered peer lost), and cross-node calls work again."""
+    caplog.set_level(logging.INFO, logger="rtc_signal.signaling.cluster")
+
+    async def scenario() -> float:
+        async with (
+            nodes(redis_server) as (n1, n2),
+            client(n1.url, "/register") as bob,
+            client(n2.url, "/register") as carol,
+            client(n1.url, "/offer") as alice,
+            client(n1.url, "/offer") as dave,
+        ):
+            await register(bob, "bob")
+            await register(carol, "carol")
+            for caller, name, callee, receiver in (
+                (alice, "alice", "bob", bob),
+                (dave, "dave", "carol", carol),
+            ):
+                await caller.send(offer_frame(name, callee))
+                await recv_frame(receiver)
+                await expect_response(caller, Command.OFFER_RESPONSE, 0)
+
+            redis_server.stop()
+            await eventually(lambda: not n1.cluster.ready and not n2.cluster.ready)  # type: ignore[union-attr]
+            for _ in range(3):  # same node: goes on
+                frame = candidate_frame("alice", "bob")
+                await alice.send(frame)
+                assert await recv_frame(bob) == frame
+                await expect_response(alice, Command.CANDIDATE_RESPONSE, 0)
+            async with client(n1.url, "/offer") as eve:  # a new caller, same node
+                await eve.send(offer_frame("eve", "bob"))
+                await recv_frame(bob)
+                await expect_response(eve, Command.OFFER_RESPONSE, 0)
+                for _ in range(5):  # cross-node: 503, frame after frame
+                    await dave.send(candidate_frame("dave", "carol"))
+                    await expect_response(dave, Command.CANDIDATE_RESPONSE, 503)
+                async with client(n2.url, "/register") as newcomer:
+                    await newcomer.send(encode_request(Command.INIT, "newcomer", ""))
+                    await expect_response(newcomer, Command.INIT_RESPONSE, 503)
+                await no_frame(carol)
+                await asyncio.sleep(1.0)  # several reconnect attempts meanwhile
+
+                redis_server.start()
+                back = time.monotonic()
+                await eventually(lambda: n1.cluster.ready and n2.cluster.ready, timeout=10)  # type: ignore[union-attr]
+                recovered = time.monotonic() - back
+                assert redis_server.command("GET", "rtc:answer:bob") == "n1 -"
+                assert redis_server.command("GET", "rtc:answer:carol") == "n2 -"
+                assert redis_server.command("GET", "rtc:offer:eve") == "n1 -"
+                frame = candidate_frame("dave", "carol")
+                await dave.send(frame)
+                assert await recv_frame(carol) == frame
+                await expect_response(dave, Command.CANDIDATE_RESPONSE, 0)
+                async with client(n2.url, "/register") as thief:
+                    await thief.send(encode_request(Command.INIT, "bob", ""))
+                    await expect_response(thief, Command.INIT_RESPONSE, 409)
+            return recovered
+
+    recovered = run(scenario(), 60)
+    lost = [r for r in caplog.records if "lost Redis" in r.getMessage()]
+    assert sorted(r.getMessage().split()[1] for r in lost) == ["n1", "n2"], lost
+    back = [r for r in caplog.records if "is back on Redis" in r.getMessage()]
+    assert len(back) == 2
+    print(f"nodes ready {recovered:.2f} s after Redis came back")
