@@ -18,6 +18,7 @@ from tests.conftest import (
     answer_frame,
     candidate_frame,
     client,
+    connect,
     eventually,
     expect_response,
     offer_frame,
@@ -224,3 +225,29 @@ def test_redis_lost_then_restarted(
     back = [r for r in caplog.records if "is back on Redis" in r.getMessage()]
     assert len(back) == 2
     print(f"nodes ready {recovered:.2f} s after Redis came back")
+
+
+def test_a_dropped_answer_peer_resumes_on_another_node(redis_server: RedisServer) -> None:
+    """bob (resume key K) drops from node 1, which holds his ID: another key
+    gets 409 on node 2, key K takes the ID on node 2, and node 1 lets go of it."""
+
+    async def scenario() -> None:
+        async with nodes(redis_server) as (n1, n2):
+            first = await connect(n1.url, "/register?resume=K")
+            await register(first, "bob")
+            first.transport.abort()  # dropped, not closed: node 1 holds the ID
+            await eventually(lambda: n1.router.held_peers() == ["bob"])
+            async with client(n2.url, "/register?resume=other") as thief:
+                await thief.send(encode_request(Command.INIT, "bob", ""))
+                await expect_response(thief, Command.INIT_RESPONSE, 409)
+            async with client(n2.url, "/register?resume=K") as again:
+                await register(again, "bob")
+                await eventually(lambda: n1.router.held_peers() == [])
+                assert redis_server.command("GET", "rtc:answer:bob").startswith("n2 ")
+                async with client(n1.url, "/offer") as alice:  # reached from node 1
+                    sent = offer_frame("alice", "bob")
+                    await alice.send(sent)
+                    assert await recv_frame(again) == sent
+                    await expect_response(alice, Command.OFFER_RESPONSE, 0)
+
+    run(scenario())
