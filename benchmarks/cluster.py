@@ -111,8 +111,13 @@ def node(url: str, name: str, *extra: str) -> ServerProc:
 
 
 def throughput(url: str, runs: int, pairs: int) -> None:
-    workers = " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--workers", "2", "--redis", url))
-    one_node = " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", url))
+    # one Redis database per server under test: relay.py keeps them all running
+    # and reuses peer IDs (pub/sub channels are per node ID, unique anyway)
+    base = url.rsplit("/", 1)[0]
+    workers = " ".join(
+        rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--workers", "2", "--redis", f"{base}/2")
+    )
+    one_node = " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", f"{base}/1"))
     argv = [
         sys.executable,
         os.path.join(HERE, "relay.py"),

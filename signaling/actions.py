@@ -111,6 +111,8 @@ Action = Send | Forward | Claim | RemoteForward
 CLAIMED = "claimed"
 TAKEN = "taken"
 UNAVAILABLE = "unavailable"
+#: no claim needed: an ID the server made up for a virtual peer of this node (WHEP)
+LOCAL = "local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,8 +266,9 @@ class Router:
     # -- the cluster (a ClusterRegistry; see signaling.registry) ------------------
 
     def claimed(self, claim: Claim, outcome: str) -> list[Action]:
-        """The cluster's answer to ``claim`` (CLAIMED, TAKEN or UNAVAILABLE):
-        the claim's frame handled again, or its refusal (409, 503).
+        """The cluster's answer to ``claim`` (CLAIMED, TAKEN or UNAVAILABLE;
+        LOCAL for an offer ID the server made up): the claim's frame handled
+        again, or its refusal (409, 503).
 
         With the cluster unavailable (Redis down), an offer peer binds its
         ID on this node alone, so that calls between peers of this node go

@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 
 from rtc_signal.proto import Command
-from rtc_signal.signaling.actions import CLAIMED, TAKEN, UNAVAILABLE, Claim, RemoteForward
+from rtc_signal.signaling.actions import (
+    CLAIMED,
+    LOCAL,
+    TAKEN,
+    UNAVAILABLE,
+    Claim,
+    RemoteForward,
+)
 from rtc_signal.signaling.registry import ANSWER, OFFER, ClusterRegistry
 from rtc_signal.signaling.router import CONFLICT, FORBIDDEN, NOT_FOUND, OK, Router
 from tests.test_router import (
@@ -135,3 +142,10 @@ def test_ids_are_freed_when_their_peers_leave_but_held_ids_stay(node: Router) ->
     assert node.local_ids() == [(ANSWER, "carol", "key")]
     node.release(held)
     assert node.take_freed() == [(ANSWER, "carol")]
+
+
+def test_an_id_the_server_made_up_binds_without_a_claim(node: Router) -> None:
+    """LOCAL (a WHEP player's virtual offer peer): bound on this node at once."""
+    register(node, A1, "bob")
+    claim = claim_of(node.receive(O1, offer("whep-1", "bob")))
+    assert single_forward(node.claimed(claim, LOCAL)).target == A1
