@@ -120,6 +120,14 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2.0
 
 
+def _call(callback: Callable[[Any], None], result: Any) -> None:
+    """Run a command's callback; a bug in one must not stop the writer."""
+    try:
+        callback(result)
+    except Exception:
+        log.exception("a cluster callback failed")
+
+
 class ClusterError(Exception):
     """Redis cannot be used (at start: unreachable, or not Redis)."""
 
@@ -319,13 +327,19 @@ class Cluster:
             ["F", self.node, request, kind, source_id, target_id, isinstance(frame, str)], frame
         )
 
+        # Pending before it is sent: the other node's reply may be read
+        # before this node's writer hears back from its own PUBLISH.
+        self._pending[request] = (done, time.monotonic() + self.reply_timeout)
+
         def published(result: Any) -> None:
             if isinstance(result, BaseException):
-                done(SERVICE_UNAVAILABLE)
+                code = SERVICE_UNAVAILABLE
             elif result == 0:  # no live node holds it
-                done(NOT_FOUND)
+                code = NOT_FOUND
             else:
-                self._pending[request] = (done, time.monotonic() + self.reply_timeout)
+                return  # the other node replies
+            if self._pending.pop(request, None) is not None:
+                done(code)
 
         if node is None:
             self._send("forward", (key(kind, target_id), message), published)
@@ -347,7 +361,12 @@ class Cluster:
         while True:
             try:
                 await self._run_connected()
-            except* (RedisError, OSError, TimeoutError) as group:
+                return
+            except Exception as exc:  # (an ExceptionGroup from the TaskGroup, mostly)
+                errors = exc.exceptions if isinstance(exc, ExceptionGroup) else [exc]
+                first = errors[0]
+                if not isinstance(first, RedisError | OSError | TimeoutError):
+                    log.error("node %s: cluster link failed", self.node, exc_info=first)
                 self.stats.redis_errors += 1
                 if self._up:
                     self.stats.outages += 1
@@ -355,12 +374,10 @@ class Cluster:
                         "node %s lost Redis (%s): cross-node requests and new registrations "
                         "get 503 until it is back",
                         self.node,
-                        group.exceptions[0] or type(group.exceptions[0]).__name__,
+                        clip(str(first) or type(first).__name__),
                     )
                 self._up = False
                 self._fail_pending()
-            else:
-                return
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -454,11 +471,11 @@ class Cluster:
             except BaseException as exc:
                 for _, _, done in batch:
                     if done is not None:
-                        done(exc)
+                        _call(done, exc)
                 raise
             for (_, _, done), result in zip(batch, results, strict=True):
                 if done is not None:
-                    done(result)
+                    _call(done, result)
 
     async def _read(self, pubsub: Any) -> None:
         while True:
@@ -470,6 +487,8 @@ class Cluster:
                 self._dispatch(message["data"])
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 log.warning("node %s: bad bus message ignored: %s", self.node, clip(exc))
+            except Exception:  # a bug in a handler must not stop the bus
+                log.exception("node %s: handling a bus message failed", self.node)
 
     def _dispatch(self, data: bytes) -> None:
         header, body = unpack(data)
@@ -492,16 +511,16 @@ class Cluster:
         late = [r for r, (_, deadline) in self._pending.items() if deadline < now]
         for request in late:
             done, _ = self._pending.pop(request)
-            done(SERVICE_UNAVAILABLE)
+            _call(done, SERVICE_UNAVAILABLE)
 
     def _fail_pending(self) -> None:
         pending, self._pending = self._pending, {}
         for done, _ in pending.values():
-            done(SERVICE_UNAVAILABLE)
+            _call(done, SERVICE_UNAVAILABLE)
         batch, self._outbox = self._outbox, []
         for _, _, then in batch:
             if then is not None:
-                then(ConnectionError("Redis is unreachable"))
+                _call(then, ConnectionError("Redis is unreachable"))
 
 
 __all__ = ["CLAIMED", "OK", "TAKEN", "UNAVAILABLE", "Cluster", "ClusterError", "ClusterStats"]

@@ -251,3 +251,29 @@ def test_a_dropped_answer_peer_resumes_on_another_node(redis_server: RedisServer
                     await expect_response(alice, Command.OFFER_RESPONSE, 0)
 
     run(scenario())
+
+
+def test_a_burst_of_cross_node_frames_is_acked_frame_by_frame(redis_server: RedisServer) -> None:
+    """200 Candidates sent at once across nodes: every one reaches bob, in
+    order, and every one is acked with 0 (a reply that overtakes the sender's
+    own PUBLISH result is not lost)."""
+
+    async def scenario() -> None:
+        async with (
+            nodes(redis_server) as (n1, n2),
+            client(n1.url, "/register") as bob,
+            client(n2.url, "/offer") as alice,
+        ):
+            await register(bob, "bob")
+            await alice.send(offer_frame("alice", "bob"))
+            await recv_frame(bob)
+            await expect_response(alice, Command.OFFER_RESPONSE, 0)
+            frames = [candidate_frame("alice", "bob", port=40000 + i) for i in range(200)]
+            for frame in frames:
+                await alice.send(frame)
+            for frame in frames:
+                assert await recv_frame(bob) == frame
+            for _ in frames:
+                await expect_response(alice, Command.CANDIDATE_RESPONSE, 0, timeout=3)
+
+    run(scenario())
