@@ -72,7 +72,47 @@ class Forward:
     target_id: str
 
 
-Action = Send | Forward
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Claim ``peer_id`` (``kind``: "answer" or "offer") for ``conn`` across
+    the cluster (:mod:`signaling.registry`), then tell the router with
+    :meth:`Router.claimed` and handle ``frame`` again. Until then ``conn``'s
+    next frames wait, so that nothing it sends runs ahead of its claim.
+    """
+
+    conn: ConnId
+    kind: str
+    peer_id: str
+    resume: str | None
+    frame: Frame
+    reply: Command
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteForward:
+    """Relay ``frame`` verbatim to peer ``target_id`` (of ``kind``) on another
+    node: ``node``, or whichever node holds the ID if None. The sender's
+    reply (ack, 404, 503) comes from :meth:`Router.remote_result` once that
+    node has handed the frame over, or not.
+    """
+
+    sender: ConnId
+    frame: Frame
+    kind: str
+    source_id: str
+    target_id: str
+    node: str | None
+    reply: Command
+
+
+Action = Send | Forward | Claim | RemoteForward
+
+#: outcomes of a :class:`Claim` (:meth:`Router.claimed`)
+CLAIMED = "claimed"
+TAKEN = "taken"
+UNAVAILABLE = "unavailable"
+#: no claim needed: an ID the server made up for a virtual peer of this node (WHEP)
+LOCAL = "local"
 
 
 @dataclass(frozen=True, slots=True)

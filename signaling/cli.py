@@ -252,6 +252,29 @@ def main() -> None:
     help="Bearer token that /metrics requires (default: /metrics is open). Prefer the "
     "environment variable: a command-line argument is visible to every local user.",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    default=None,
+    help="Join the cluster whose registry and message bus is this Redis "
+    "(redis://HOST:PORT/DB): an ID taken on any node is taken on all, and peers "
+    'on different nodes can call each other (README "Running a cluster").',
+)
+@click.option(
+    "--node-id",
+    default=None,
+    help="This node's name in the cluster (no spaces). Default: a random one.",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Run this many server processes on one port (SO_REUSEPORT), nodes of the "
+    "cluster on --redis (required with more than one).",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT.")
 @_security_options
 def serve(
     host: str,
@@ -266,15 +289,41 @@ def serve(
     whep: bool,
     metrics: bool,
     metrics_token: str | None,
+    redis_url: str | None,
+    node_id: str | None,
+    workers: int,
+    reuse_port: bool,
     **security: Any,
 ) -> None:
     """Run the signaling server until SIGINT/SIGTERM."""
     import asyncio
     import ssl
 
+    if node_id is not None and (not node_id or any(c.isspace() for c in node_id)):
+        raise click.BadParameter(
+            "a node ID must be non-empty, without spaces", param_hint="--node-id"
+        )
+    setup_logging(log_level)
+    if workers > 1:
+        if redis_url is None:
+            raise click.UsageError(
+                "--workers needs --redis: the workers are nodes of one cluster, which "
+                'shares its registry through Redis (README "Running a cluster")'
+            )
+        from rtc_signal.signaling.workers import free_port, node_prefix, run_workers
+
+        status = run_workers(
+            workers,
+            sys.argv[1:],
+            port or free_port(host),
+            node_id or node_prefix(),
+            on_ready=lambda url: click.echo(f"listening on {url}"),
+        )
+        sys.exit(status)
+
+    from rtc_signal.signaling.cluster import ClusterError
     from rtc_signal.signaling.server import ServerConfig, run_server
 
-    setup_logging(log_level)
     config = ServerConfig(
         host=host,
         port=port,
@@ -287,6 +336,9 @@ def serve(
         whep=whep,
         metrics=metrics,
         metrics_token=metrics_token or None,
+        redis_url=redis_url,
+        node_id=node_id,
+        reuse_port=reuse_port,
         **_security_config(security),
     )
 
@@ -294,6 +346,8 @@ def serve(
         asyncio.run(run_server(config, on_ready=lambda url: click.echo(f"listening on {url}")))
     except ssl.SSLError as exc:
         raise click.ClickException(f"cannot use --certfile/--keyfile: {exc}") from exc
+    except ClusterError as exc:
+        raise click.ClickException(f"--redis: {exc}") from exc
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
 

@@ -107,7 +107,11 @@ class SignalingCollector:
         latency: LatencyHistogram,
         gate: AcceptGate[Any],
         ready: Callable[[], bool],
+        cluster: Callable[[], tuple[int, int, int]] | None = None,
     ) -> None:
+        """``cluster``, on a cluster node: (frames sent to, received from
+        other nodes, failed Redis calls), read at scrape time."""
+        self.cluster = cluster
         self.router = router
         self.counters = counters
         self.latency = latency
@@ -217,14 +221,18 @@ class SignalingCollector:
         yield latency
 
         # -- the cluster (0 in a single process) --------------------------------
+        messages, redis_errors = counters.cluster_messages, counters.redis_errors
+        if self.cluster is not None:
+            sent, received, redis_errors = self.cluster()
+            messages = {"sent": sent, "received": received}
         yield _by_label(
             f"{PREFIX}_cluster_messages",
             "Frames exchanged with other nodes through the cluster bus",
             "direction",
-            counters.cluster_messages,
+            messages,
         )
         yield CounterMetricFamily(
-            f"{PREFIX}_redis_errors", "Failed calls to Redis", value=counters.redis_errors
+            f"{PREFIX}_redis_errors", "Failed calls to Redis", value=redis_errors
         )
 
     def _refusals(self) -> dict[str, int]:

@@ -35,6 +35,16 @@ Rules (codes are documented in the README):
   room token only joins its room, on ``/room``.
 - Rooms (``/room``, commands 5-7 and the relay among members) follow
   :mod:`signaling.room_rules`; commands 5-7 elsewhere get 403.
+- In a cluster (a :class:`~signaling.registry.ClusterRegistry`), an ID is
+  claimed across the cluster (:class:`Claim`, then :meth:`Router.claimed`)
+  before a connection registers or binds it; a target that is not on this
+  node is looked for on the others (:class:`RemoteForward`, answered by
+  :meth:`Router.remote_result`), and frames from other nodes come in through
+  :meth:`Router.deliver_remote`. An answer peer's Answer or Candidate to an
+  offer peer that is neither here nor known to have called it from another
+  node gets 403 (it has not called it, wherever it is). The IDs that stop
+  being this node's are listed by :meth:`Router.take_freed` for the I/O
+  layer to release.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.routing import peek_request
 from rtc_signal.signaling.actions import (
     BAD_REQUEST,
+    CLAIMED,
     CONFLICT,
     FORBIDDEN,
     LOGGED_REFUSALS,
@@ -54,14 +65,18 @@ from rtc_signal.signaling.actions import (
     OK,
     REFUSALS_PER_LINE,
     RESPONSE,
+    SERVICE_UNAVAILABLE,
+    TAKEN,
     TOO_LARGE,
     TOO_MANY_REQUESTS,
     Action,
+    Claim,
     ConnId,
     Forward,
     Frame,
     Held,
     Path,
+    RemoteForward,
     Replies,
     Send,
     peek_command,
@@ -71,10 +86,13 @@ from rtc_signal.signaling.actions import (
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.limits import DEFAULT_MAX_FRAME
 from rtc_signal.signaling.logtext import clip
+from rtc_signal.signaling.registry import ANSWER, OFFER, LocalRegistry, Registry
 from rtc_signal.signaling.room_rules import RoomRules
 from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE
 
 log = logging.getLogger(__name__)
+
+_UNAVAILABLE = "the cluster is unavailable (its Redis is unreachable); try again later"
 
 __all__ = [
     "BAD_REQUEST",
@@ -85,11 +103,13 @@ __all__ = [
     "TOO_LARGE",
     "TOO_MANY_REQUESTS",
     "Action",
+    "Claim",
     "ConnId",
     "Forward",
     "Frame",
     "Held",
     "Path",
+    "RemoteForward",
     "Router",
     "RouterStats",
     "Send",
@@ -109,6 +129,8 @@ class _Conn:
     allowed_room: str | None = None
     #: how many of its frames were refused (for the log)
     refusals: int = 0
+    #: the ID claimed across the cluster for it (clustered routers only)
+    claimed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +162,18 @@ class Router:
     """Registry of peers and routing of envelopes between their connections."""
 
     def __init__(
-        self, max_frame: int = DEFAULT_MAX_FRAME, max_room_size: int = DEFAULT_MAX_ROOM_SIZE
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_room_size: int = DEFAULT_MAX_ROOM_SIZE,
+        registry: Registry | None = None,
     ) -> None:
         self.max_frame = max_frame
+        self.registry: Registry = LocalRegistry() if registry is None else registry
+        self._clustered = self.registry.clustered
+        #: claims under way, (kind, ID) -> the connection claiming
+        self._claiming: dict[tuple[str, str], ConnId] = {}
+        #: (kind, ID) no longer this node's, for the I/O layer (take_freed)
+        self._freed: list[tuple[str, str]] = []
         self._conns: dict[ConnId, _Conn] = {}
         self._answers: dict[str, ConnId] = {}
         self._offers: dict[str, ConnId] = {}
@@ -188,6 +219,13 @@ class Router:
         says which ID, for :meth:`release`. ``grace``: how long the I/O layer
         will hold it, for the refusal others get meanwhile.
         """
+        state = self._conns.get(conn)
+        held = self._disconnect(conn, hold, grace)
+        if state is not None and state.claimed is not None and held is None:
+            self._freed.append((ANSWER if state.path is Path.REGISTER else OFFER, state.claimed))
+        return held
+
+    def _disconnect(self, conn: ConnId, hold: bool, grace: float | None) -> Held | None:
         state = self._conns.pop(conn, None)
         if state is None:
             return None
@@ -208,6 +246,7 @@ class Router:
             return Held(state.peer_id, self._hold_tokens)  # its calls wait for it too
         if state.path is Path.REGISTER:
             self._calls.drop_answer(state.peer_id)
+            self.registry.drop_answer(state.peer_id)
         log.info(
             "%s peer %s left",
             "answer" if state.path is Path.REGISTER else "offer",
@@ -223,6 +262,9 @@ class Router:
             return False
         del self._held[held.peer_id]
         self._calls.drop_answer(held.peer_id)
+        self.registry.drop_answer(held.peer_id)
+        if self._clustered:
+            self._freed.append((ANSWER, held.peer_id))
         log.info("answer peer %s did not come back; its ID is free", clip(held.peer_id))
         return True
 
@@ -230,7 +272,114 @@ class Router:
         """A unit of time passed (the I/O layer calls this on a timer): calls
         without signaling for :data:`~signaling.calls.IDLE_TICKS` ticks end.
         Returns how many ended."""
-        return self._calls.tick() + self._rooms.tick()
+        return self._calls.tick() + self._rooms.tick() + self.registry.tick()
+
+    # -- the cluster (a ClusterRegistry; see signaling.registry) ------------------
+
+    def claimed(self, claim: Claim, outcome: str) -> list[Action]:
+        """The cluster's answer to ``claim`` (CLAIMED, TAKEN or UNAVAILABLE;
+        LOCAL for an offer ID the server made up): the claim's frame handled
+        again, or its refusal (409, 503).
+
+        With the cluster unavailable (Redis down), an offer peer binds its
+        ID on this node alone, so that calls between peers of this node go
+        on; the I/O layer claims it with every other ID once Redis is back.
+        """
+        key = (claim.kind, claim.peer_id)
+        if self._claiming.get(key) == claim.conn:
+            del self._claiming[key]
+        state = self._conns.get(claim.conn)
+        if state is None:  # closed while claiming
+            if outcome == CLAIMED:
+                self._freed.append(key)
+            return []
+        text = isinstance(claim.frame, str)
+        if outcome == CLAIMED or (outcome != TAKEN and claim.kind == OFFER):
+            state.claimed = claim.peer_id
+            self.stats.frames -= 1  # (counted when it first came)
+            return self.receive(claim.conn, claim.frame)
+        if outcome == TAKEN:
+            what = "registered" if claim.kind == ANSWER else "in use"
+            msg = f"ID {clip(claim.peer_id)} is already {what}"
+            return [self._error(claim.conn, claim.reply, CONFLICT, msg, text)]
+        return [self._error(claim.conn, claim.reply, SERVICE_UNAVAILABLE, _UNAVAILABLE, text)]
+
+    def remote_result(
+        self, sender: ConnId, reply: Command, text: bool, code: int, target_id: str
+    ) -> Send:
+        """The reply to a :class:`RemoteForward` of ``sender``'s once its
+        outcome is known: ``code`` 0 (handed over), 403, 404 or 503."""
+        if code == OK:
+            return self._ok(sender, reply, text)
+        if code == FORBIDDEN:
+            msg = f"{clip(target_id)} has not called this peer"
+        elif code == NOT_FOUND:
+            msg = f"no peer is registered as {clip(target_id)}"
+        else:
+            code, msg = SERVICE_UNAVAILABLE, _UNAVAILABLE
+        return self._error(sender, reply, code, msg, text)
+
+    def deliver_remote(
+        self, node: str, kind: str, source_id: str, target_id: str
+    ) -> tuple[ConnId | None, int]:
+        """A frame from ``source_id`` on ``node`` for this node's ``target_id``
+        (of ``kind``): the connection to write it to, or None and why (404,
+        or 403 for an offer peer that did not call ``source_id``)."""
+        if kind == ANSWER:
+            conn = self._answers.get(target_id)
+            if conn is None:
+                return None, NOT_FOUND
+            self.registry.remote_call(target_id, source_id, node)
+        else:
+            conn = self._offers.get(target_id)
+            if conn is None:
+                return None, NOT_FOUND
+            if not self._calls.touch(conn, source_id):
+                return None, FORBIDDEN
+        self.stats.forwarded += 1
+        return conn, OK
+
+    def moved(self, peer_id: str) -> None:
+        """Answer peer ``peer_id`` resumed on another node (its resume key):
+        forget its hold here, or the connection it left, without freeing
+        the ID (it is the other node's now)."""
+        self._held.pop(peer_id, None)
+        conn = self._answers.pop(peer_id, None)
+        if conn is not None:
+            state = self._conns[conn]
+            state.peer_id = state.claimed = None
+        self._calls.drop_answer(peer_id)
+        self.registry.drop_answer(peer_id)
+        log.info("answer peer %s resumed on another node", clip(peer_id))
+
+    def take_freed(self) -> list[tuple[str, str]]:
+        """The (kind, ID) that stopped being this node's since the last call."""
+        freed, self._freed = self._freed, []
+        return freed
+
+    def local_ids(self) -> list[tuple[str, str, str | None]]:
+        """Every (kind, ID, resume key) this node holds: registered, held and
+        bound offer IDs (to claim again after Redis lost them)."""
+        ids: list[tuple[str, str, str | None]] = []
+        for state in self._conns.values():
+            if state.claimed is not None:
+                kind = ANSWER if state.path is Path.REGISTER else OFFER
+                ids.append((kind, state.claimed, state.resume))
+        ids.extend((ANSWER, peer_id, hold.resume) for peer_id, hold in self._held.items())
+        return ids
+
+    def _claim(
+        self, conn: ConnId, state: _Conn, kind: str, peer_id: str, frame: Frame, reply: Command
+    ) -> Action:
+        """Claim ``peer_id`` across the cluster before ``conn`` uses it."""
+        key = (kind, peer_id)
+        claimer = self._claiming.get(key)
+        if claimer is not None and claimer != conn:
+            what = "registered" if kind == ANSWER else "in use"
+            msg = f"ID {clip(peer_id)} is already {what}"
+            return self._error(conn, reply, CONFLICT, msg, isinstance(frame, str))
+        self._claiming[key] = conn
+        return Claim(conn, kind, peer_id, state.resume, frame, reply)
 
     # -- queries -----------------------------------------------------------
 
@@ -347,7 +496,7 @@ class Router:
             why = "rooms are on /room" if command >= Command.JOIN else "a room token is for /room"
             return [self._error(conn, RESPONSE[command], FORBIDDEN, why, text)]
         if command is Command.INIT:
-            return [self._register(conn, state, source, text)]
+            return [self._register(conn, state, source, frame, text)]
         return self._route(conn, state, command, source, target, frame, text)
 
     def refuse(self, conn: ConnId, frame: Frame, code: int, msg: str) -> Send:
@@ -375,7 +524,9 @@ class Router:
 
     # -- rules ---------------------------------------------------------------
 
-    def _register(self, conn: ConnId, state: _Conn, peer_id: str, text: bool) -> Send:
+    def _register(
+        self, conn: ConnId, state: _Conn, peer_id: str, frame: Frame, text: bool
+    ) -> Action:
         reply = Command.INIT_RESPONSE
         if state.path is not Path.REGISTER:
             return self._error(conn, reply, FORBIDDEN, "register on /register, not /offer", text)
@@ -397,16 +548,18 @@ class Router:
                 conn, reply, CONFLICT, f"ID {clip(peer_id)} is already registered", text
             )
         hold = self._held.get(peer_id)
+        if hold is not None and hold.resume != state.resume:
+            return self._error(
+                conn,
+                reply,
+                CONFLICT,
+                f"ID {clip(peer_id)} is held for its reconnecting peer"
+                + ("" if hold.grace is None else f" (up to {hold.grace:g} s after it dropped)"),
+                text,
+            )
+        if self._clustered and state.claimed != peer_id:
+            return self._claim(conn, state, ANSWER, peer_id, frame, reply)
         if hold is not None:
-            if hold.resume != state.resume:
-                return self._error(
-                    conn,
-                    reply,
-                    CONFLICT,
-                    f"ID {clip(peer_id)} is held for its reconnecting peer"
-                    + ("" if hold.grace is None else f" (up to {hold.grace:g} s after it dropped)"),
-                    text,
-                )
             del self._held[peer_id]
             log.info("answer peer %s came back", clip(peer_id))
         self._answers[peer_id] = conn
@@ -423,6 +576,7 @@ class Router:
             return False
         log.info("answer peer %s reconnected before its old connection closed", clip(old.peer_id))
         old.peer_id = None  # its frames now need a registration; its close frees nothing
+        old.claimed = None
         return True
 
     def _route(
@@ -452,6 +606,14 @@ class Router:
                     )
                 ]
             registry, kind = self._offers, "offer"
+            target_conn = registry.get(target)
+            if target_conn is None and self._clustered:
+                node = self.registry.remote_caller(state.peer_id, target)
+                if node is None:
+                    why = f"{clip(target)} has not called {clip(state.peer_id)}"
+                    return [self._error(conn, reply, FORBIDDEN, why, text)]
+                self.stats.forwarded += 1
+                return [RemoteForward(conn, frame, OFFER, source, target, node, reply)]
         else:
             if command is Command.ANSWER:
                 return [self._error(conn, reply, FORBIDDEN, "answers are sent on /register", text)]
@@ -476,8 +638,18 @@ class Router:
                 return [
                     self._error(conn, reply, CONFLICT, f"ID {clip(source)} is already in use", text)
                 ]
+            if state.peer_id is None and self._clustered and state.claimed != source:
+                return [self._claim(conn, state, OFFER, source, frame, reply)]
             registry, kind = self._answers, "answer"
-        target_conn = registry.get(target)
+            target_conn = registry.get(target)
+            if target_conn is None and self._clustered:
+                if state.peer_id is None:
+                    state.peer_id = source
+                    self._offers[source] = conn
+                    log.info("offer peer %s calls %s (on another node)", clip(source), clip(target))
+                self._calls.start(conn, target)
+                self.stats.forwarded += 1
+                return [RemoteForward(conn, frame, ANSWER, source, target, None, reply)]
         if target_conn is None:
             return [
                 self._error(

@@ -21,6 +21,12 @@ then close 1008), and a connection that has not registered (or sent its
 first offer) within the idle timeout is closed with 1008. TLS is the
 ``ssl`` context of the listening socket.
 
+With ``redis_url`` the server is a node of a cluster (:mod:`signaling.cluster`):
+the router gets a :class:`~signaling.registry.ClusterRegistry` and returns
+:class:`~signaling.actions.Claim` and :class:`~signaling.actions.RemoteForward`
+actions, which :meth:`SignalingServer._cluster_action` hands to the cluster;
+without it nothing on the relay's path changes.
+
 Flow control is the one of ``await ws.send()``: a forward whose target's write
 buffer is over its high-water mark holds the sender's acknowledgement and its
 next messages until the target drains; messages that keep arriving meanwhile
@@ -40,7 +46,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -51,6 +57,7 @@ from websockets.protocol import State
 
 from rtc_signal.proto import tokens
 from rtc_signal.signaling import health, metrics, plainhttp
+from rtc_signal.signaling.actions import Claim, RemoteForward
 from rtc_signal.signaling.connection import FastPathConnection
 from rtc_signal.signaling.counters import (
     HANDSHAKE_REFUSED,
@@ -63,8 +70,10 @@ from rtc_signal.signaling.gate import AcceptGate
 from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.pages import Pages
+from rtc_signal.signaling.registry import ClusterRegistry
 from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE
 from rtc_signal.signaling.router import (
+    NOT_FOUND,
     TOO_MANY_REQUESTS,
     Action,
     ConnId,
@@ -164,6 +173,16 @@ class ServerConfig:
     metrics: bool = True
     #: the bearer token /metrics requires; None: /metrics is open
     metrics_token: str | None = None
+    # -- cluster (README "Running a cluster") ---------------------------------
+    #: the cluster's Redis (redis://HOST:PORT/DB); None: one process, in memory
+    redis_url: str | None = None
+    #: this node's name in the cluster (None: a random one)
+    node_id: str | None = None
+    #: seconds between heartbeats, and how long a silent node's IDs stay its own
+    cluster_heartbeat: float = 1.0
+    cluster_ttl: float = 5.0
+    #: bind with SO_REUSEPORT (``--workers``: several processes on one port)
+    reuse_port: bool = False
 
 
 #: seconds between two ticks of the router's call table: a call without
@@ -185,7 +204,20 @@ class SignalingServer:
 
     def __init__(self, config: ServerConfig = ServerConfig()) -> None:
         self.config = config
-        self.router = Router(max_frame=config.max_frame, max_room_size=config.max_room_size)
+        self.cluster: Cluster | None = None
+        registry = None
+        if config.redis_url is not None:
+            from rtc_signal.signaling.cluster import Cluster
+
+            node = config.node_id or os.urandom(6).hex()
+            self.cluster = Cluster(
+                config.redis_url, node, config.cluster_heartbeat, config.cluster_ttl
+            )
+            registry = ClusterRegistry(node)
+        self.router = Router(
+            max_frame=config.max_frame, max_room_size=config.max_room_size, registry=registry
+        )
+        self._flush_soon: asyncio.Handle | None = None
         self._connections: dict[ConnId, FastPathConnection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -216,6 +248,9 @@ class SignalingServer:
             lambda: "draining" if self.draining else None,
             lambda: "at the connection limit" if self._gate.full() else None,
         ]
+        if self.cluster is not None:
+            cluster = self.cluster
+            self.readiness_checks.append(lambda: None if cluster.ready else "Redis unreachable")
         self.metrics = (
             metrics.MetricsEndpoint(
                 metrics.SignalingCollector(
@@ -224,6 +259,7 @@ class SignalingServer:
                     self.forward_latency,
                     self._gate,
                     lambda: not health.not_ready(self.readiness_checks),
+                    None if self.cluster is None else self._cluster_counts,
                 ),
                 config.metrics_token,
             )
@@ -270,6 +306,12 @@ class SignalingServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if self.cluster is not None:  # (before listening: no Redis, no server)
+            cluster = self.cluster
+            cluster.on_frame = self._deliver_remote
+            cluster.on_moved = self.router.moved
+            cluster.live_ids = self.router.local_ids
+            await cluster.start()
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -289,6 +331,7 @@ class SignalingServer:
             # CPU and ~100 KiB per connection for zlib state.
             compression=None,
             max_queue=MAX_QUEUE,
+            reuse_port=cfg.reuse_port or None,
         )
         if cfg.ping_interval is not None:
             self._keepalive_task = asyncio.create_task(
@@ -340,6 +383,8 @@ class SignalingServer:
         for handle in self._releases.values():
             handle.cancel()
         self._releases.clear()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     def _connection_class(self) -> type[FastPathConnection]:
         """FastPathConnection with this server's gate set before the connection
@@ -359,6 +404,7 @@ class SignalingServer:
 
     def _schedule_call_tick(self) -> None:
         def tick() -> None:
+            self._release_freed()
             ended = self.router.tick()
             if ended:
                 log.debug("%d calls without signaling for a while ended", ended)
@@ -503,6 +549,12 @@ class SignalingServer:
             http.HTTPStatus.NOT_FOUND, "rtc-signal: connect to /register, /offer or /room\n"
         )
 
+    def _cluster_counts(self) -> tuple[int, int, int]:
+        """(bus messages sent, received, failed Redis calls), for /metrics."""
+        assert self.cluster is not None
+        stats = self.cluster.stats
+        return stats.messages_out, stats.messages_in, stats.redis_errors
+
     def _observe(self, connection: ServerConnection, request: Request, path: str) -> Response:
         """``/metrics``, ``/healthz`` or ``/readyz``."""
         if request.method not in ("GET", "HEAD"):
@@ -581,6 +633,8 @@ class SignalingServer:
             )
             if held is not None:
                 self._hold(held)
+            if self.cluster is not None:
+                self._release_freed()
             del self._connections[conn]
             log.debug("conn %s: closed (%s)", conn, ws.close_code)
 
@@ -597,6 +651,7 @@ class SignalingServer:
         def release() -> None:
             self._releases.pop(held.peer_id, None)
             self.router.release(held)
+            self._release_freed()
 
         self._releases[held.peer_id] = asyncio.get_running_loop().call_later(grace, release)
 
@@ -682,16 +737,94 @@ class SignalingServer:
                     blocked = self._write(target, action.frame, ws, action) or self._write(
                         ws, action.ack, ws, None
                     )
-            elif action.notice:
-                blocked = False
-                self._notify(action.conn, action.frame)
+            elif isinstance(action, Send):
+                if action.notice:
+                    blocked = False
+                    self._notify(action.conn, action.frame)
+                else:
+                    to = self._connections.get(action.conn)
+                    blocked = to is not None and self._write(to, action.frame, ws, None)
             else:
-                to = self._connections.get(action.conn)
-                blocked = to is not None and self._write(to, action.frame, ws, None)
+                blocked = self._cluster_action(ws, action)
             if blocked:  # the rest waits, in front of any queued message
                 for rest in reversed(actions[i + 1 :]):
                     ws.hold(rest, first=True)
                 return
+
+    # -- the cluster (only with redis_url) -------------------------------------------
+
+    def _cluster_action(self, ws: FastPathConnection, action: Claim | RemoteForward) -> bool:
+        """Hand a Claim or RemoteForward to the cluster; True if ``ws`` must
+        wait (a claim: its next frames wait for the outcome)."""
+        cluster = self.cluster
+        assert cluster is not None, "a router without a cluster returned a cluster action"
+        if isinstance(action, Claim):
+            ws.waiting_on = ws  # (itself: nobody's buffer; _claimed lets it go)
+            cluster.claim(
+                action.kind,
+                action.peer_id,
+                action.resume,
+                lambda outcome: self._claimed(ws, action, outcome),
+            )
+            return True
+        text = isinstance(action.frame, str)
+
+        def done(code: int) -> None:
+            sender = self._connections.get(action.sender)
+            if sender is not None:
+                result = self.router.remote_result(
+                    action.sender, action.reply, text, code, action.target_id
+                )
+                self._perform(sender, [result])
+                self.flush()
+
+        cluster.forward(
+            action.kind, action.source_id, action.target_id, action.node, action.frame, done
+        )
+        return False
+
+    def _claimed(self, ws: FastPathConnection, claim: Claim, outcome: str) -> None:
+        """The cluster's answer to ``ws``'s claim: go on with its frames."""
+        if ws.waiting_on is ws:
+            ws.waiting_on = None
+        self._perform(ws, self.router.claimed(claim, outcome))
+        self._release_freed()
+        if ws.waiting_on is None:
+            self._run_backlog(ws)
+        self.flush()
+
+    def _deliver_remote(
+        self, kind: str, source_id: str, target_id: str, origin: str, frame: Message
+    ) -> int:
+        """A frame from another node for a peer of ours: write it; its code."""
+        conn, code = self.router.deliver_remote(origin, kind, source_id, target_id)
+        if conn is None:
+            return code
+        target = self._connections.get(conn)
+        if target is None:
+            if self.whep is not None and self.whep.deliver(conn, frame):
+                return code
+            return NOT_FOUND
+        if target.protocol.state is not _OPEN:
+            return NOT_FOUND
+        target.write_frame(frame)
+        if not target.dirty:
+            target.dirty = True
+            self._dirty.append(target)
+        if self._flush_soon is None:  # one flush for the frames of one bus read
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_later)
+        return code
+
+    def _flush_later(self) -> None:
+        self._flush_soon = None
+        self.flush()
+
+    def _release_freed(self) -> None:
+        """Tell the cluster about the IDs the router let go of."""
+        freed = self.router.take_freed()
+        if self.cluster is not None:
+            for kind, peer_id in freed:
+                self.cluster.release(kind, peer_id)
 
     def _inbox_allows(self, target: FastPathConnection, sender: FastPathConnection) -> bool:
         """Whether ``target`` may get one more forwarded frame now (its inbox
@@ -880,6 +1013,10 @@ def _failed_early(connection: ServerConnection) -> bool:
 def _is_upgrade(request: Request) -> bool:
     """Whether ``request`` asks for a WebSocket (rather than a page)."""
     return any("websocket" in value.lower() for value in request.headers.get_all("Upgrade"))
+
+
+if TYPE_CHECKING:
+    from rtc_signal.signaling.cluster import Cluster
 
 
 async def run_server(config: ServerConfig, on_ready: Callable[[str], None] | None = None) -> None:

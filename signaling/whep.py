@@ -31,6 +31,7 @@ from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.wire import CANDIDATE_PREFIX, description_json, request_frame
 from rtc_signal.signaling import plainhttp
+from rtc_signal.signaling.actions import LOCAL, Action, Claim
 from rtc_signal.signaling.connection import BodyTooLarge, FastPathConnection
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.router import Forward, Path, Router, Send
@@ -214,7 +215,14 @@ class WhepGateway:
 
     def _send(self, session: WhepSession, frame: bytes) -> tuple[int, str] | None:
         """Route a frame from the session's virtual peer; (code, why) if refused."""
-        for action in self.router.receive(session.conn, frame):
+        return self._perform(session, self.router.receive(session.conn, frame))
+
+    def _perform(self, session: WhepSession, actions: list[Action]) -> tuple[int, str] | None:
+        for action in actions:
+            if isinstance(action, Claim):
+                # In a cluster: the server made this ID up for a player of a
+                # peer of this node; it needs no claim across the cluster.
+                return self._perform(session, self.router.claimed(action, LOCAL))
             if isinstance(action, Forward):
                 if not self._write(action.target, action.frame):
                     for failure in self.router.forward_failed(action):

@@ -37,6 +37,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from rtc_signal.proto import Command, Envelope, Request, Response, decode, encode_request
 from rtc_signal.signaling.server import ServerConfig, SignalingServer
+from tests.redisserver import redis_server  # noqa: F401 (the cluster tests' fixture)
 
 T = TypeVar("T")
 

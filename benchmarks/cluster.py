@@ -1,0 +1,230 @@
+"""The signaling cluster: throughput of --workers, cross-node latency, memory.
+
+Usage: ``python benchmarks/cluster.py [--runs 3] [--pairs 100] [--samples 300] [--peers 1000]``
+
+Starts its own ``redis-server`` on a free loopback port (nothing persisted), then:
+
+1. Relay throughput at ``--pairs`` pairs: one ``rtc-signal serve`` process
+   (no Redis) against ``--workers 2 --redis`` on this machine's cores, with
+   ``benchmarks/relay.py``'s load generator and method (interleaved runs,
+   medians). With workers, each connection lands on either worker (SO_REUSEPORT),
+   so about half of the pairs cross nodes through Redis.
+2. Forward latency, p50/p99: an Offer from an offer peer to an answer peer on
+   the same node and on another node (two ``--redis`` processes), one at a
+   time, timed from send to receipt in this process (one clock).
+3. Memory per registered answer peer on a ``--redis`` node: the node's RSS
+   and Redis's ``used_memory`` (INFO memory), before and after ``--peers``
+   registrations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (
+    RTC_SIGNAL_BENCH_ARGS,
+    ServerProc,
+    machine,
+    raise_fd_limit,
+    rss_kib,
+    rtc_request,
+    rtc_signal_argv,
+    settle_rss,
+    start_command,
+)
+from websockets.asyncio.client import connect
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if redis_cli(port, "PING") == "PONG":
+                break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_cli(port: int, *args: str) -> str:
+    out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def used_memory(url: str) -> int:
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    for line in redis_cli(port, "INFO", "memory").splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":")[1])
+    raise RuntimeError("no used_memory in INFO memory")
+
+
+def node(url: str, name: str, *extra: str) -> ServerProc:
+    argv = rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", url, "--node-id", name, *extra)
+    return start_command(name, " ".join(argv))
+
+
+# -- 1. throughput -------------------------------------------------------------------
+
+
+def throughput(url: str, runs: int, pairs: int) -> None:
+    # one Redis database per server under test: relay.py keeps them all running
+    # and reuses peer IDs (pub/sub channels are per node ID, unique anyway)
+    base = url.rsplit("/", 1)[0]
+    workers = " ".join(
+        rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--workers", "2", "--redis", f"{base}/2")
+    )
+    one_node = " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", f"{base}/1"))
+    argv = [
+        sys.executable,
+        os.path.join(HERE, "relay.py"),
+        "--servers",
+        "rtc-signal",
+        "--runs",
+        str(runs),
+        "--pairs",
+        str(pairs),
+        "--extra",
+        f"1-node+redis={one_node}",
+        "--extra",
+        f"workers-2={workers}",
+    ]
+    print("## 1. relay throughput (benchmarks/relay.py's load generator)\n", flush=True)
+    subprocess.run(argv, check=True, timeout=3600)
+
+
+# -- 2. latency ------------------------------------------------------------------------
+
+
+async def latency(url_a: str, url_b: str, samples: int) -> dict[str, list[float]]:
+    """Offer -> answer peer times (ms): answer peer on A, callers on A and on B."""
+    results: dict[str, list[float]] = {}
+    async with connect(url_a + "/register", compression=None, ping_interval=None) as bob:
+        await bob.send(rtc_request(1, "bob", "", None))
+        await bob.recv()
+        for name, url in (("same node", url_a), ("cross node", url_b)):
+            times: list[float] = []
+            async with connect(url + "/offer", compression=None, ping_interval=None) as alice:
+                frame = rtc_request(3, f"caller-{name[0]}", "bob", b'{"type":"offer","sdp":""}')
+                for i in range(samples + 20):
+                    start = time.perf_counter()
+                    await alice.send(frame)
+                    await bob.recv()
+                    if i >= 20:  # warm-up
+                        times.append((time.perf_counter() - start) * 1000)
+                    await alice.recv()  # the ack
+            results[name] = times
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- 3. memory ---------------------------------------------------------------------------
+
+
+async def register_many(url: str, count: int) -> list[object]:
+    conns = []
+    for i in range(count):
+        ws = await connect(url + "/register", compression=None, ping_interval=None)
+        await ws.send(rtc_request(1, f"peer-{i:06d}", "", None))
+        await ws.recv()
+        conns.append(ws)
+    return conns
+
+
+async def memory(url: str, redis_url: str, pid: int, peers: int) -> tuple[float, float]:
+    warm = await register_many(url, 20)
+    for ws in warm:
+        await ws.close()  # type: ignore[attr-defined]
+    await asyncio.sleep(0.5)
+    rss0, redis0 = await settle_rss(pid, 5), used_memory(redis_url)
+    conns = await register_many(url, peers)
+    rss1, redis1 = await settle_rss(pid, 10), used_memory(redis_url)
+    for ws in conns:
+        await ws.close()  # type: ignore[attr-defined]
+    return (rss1 - rss0) * 1024 / peers, (redis1 - redis0) / peers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--peers", type=int, default=1000)
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    raise_fd_limit()
+    print(machine("redis"), flush=True)
+    with redis_server() as url:
+        if not args.skip_throughput:
+            throughput(url, args.runs, args.pairs)
+        a, b = node(url, "bench-a"), node(url, "bench-b")
+        try:
+            lat = asyncio.run(latency(a.url, b.url, args.samples))
+            print("\n## 2. forward latency, Offer sent -> received by the answer peer (ms)\n")
+            print("| path | p50 | p99 | samples |\n| --- | ---: | ---: | ---: |")
+            for name, times in lat.items():
+                p50, p99 = statistics.median(times), percentile(times, 0.99)
+                print(f"| {name} | {p50:.3f} | {p99:.3f} | {len(times)} |")
+        finally:
+            a.stop()
+            b.stop()
+        c = node(url, "bench-mem")
+        try:
+            node_bytes, redis_bytes = asyncio.run(memory(c.url, url, c.pid, args.peers))
+        finally:
+            c.stop()
+        print(f"\n## 3. memory per registered answer peer ({args.peers} peers)\n")
+        print("| node RSS | Redis used_memory | total |\n| ---: | ---: | ---: |")
+        print(f"| {node_bytes:,.0f} B | {redis_bytes:,.0f} B | {node_bytes + redis_bytes:,.0f} B |")
+        print(f"(node RSS now {rss_kib(os.getpid())} KiB in the load generator, for reference)")
+
+
+if __name__ == "__main__":
+    main()
