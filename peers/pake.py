@@ -63,6 +63,17 @@ class CodeMismatch(PeerError):
         super().__init__(MISMATCH_MESSAGE + (f" ({detail})" if detail else ""))
 
 
+class CodeNotFound(PeerError):
+    """Nobody is registered under the code's number: it was mistyped, used
+    (a code's owner leaves after its one attempt) or never issued."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            f"nobody is waiting with code number {number} (a wrong number, or the code "
+            "was used up or its owner left)"
+        )
+
+
 class CodeProtocolError(PeerError):
     """A code-mode message out of order or malformed."""
 
@@ -88,6 +99,7 @@ class CodeAuth:
     """
 
     def __init__(self, code: Code, role: Role, offer_id: str, answer_id: str) -> None:
+        self.code = code
         self.role: Role = role
         self.peer_role: Role = "answer" if role == "offer" else "offer"
         id_a = _IDENTITY.format(role="offer", peer_id=offer_id).encode()
