@@ -1,7 +1,8 @@
 """rtc-signal's peers: aiortc data-channel peers driven by the signaling server.
 
-Library first: :func:`call` and :class:`AnswerPeer` are what ``rtc-peer``
-uses; ``examples/`` shows them used directly.
+Library first: :func:`call` and :class:`AnswerPeer` (1:1 calls) and
+:func:`join` (rooms: a mesh of calls, see :mod:`peers.room`) are what
+``rtc-peer`` uses; ``examples/`` shows them used directly.
 
 The names below are imported on first use (PEP 562), not with the package:
 ``rtc-peer --help`` lives in this package and must not pay for aiortc.
@@ -20,10 +21,20 @@ if TYPE_CHECKING:
         IdTaken,
         PeerError,
         Refused,
+        RoomFull,
         SignalingError,
         UnknownTarget,
     )
     from rtc_signal.peers.ice import IceSettings, restrict_host_addresses
+    from rtc_signal.peers.room import (
+        MemberConnected,
+        MemberJoined,
+        MemberLeft,
+        Room,
+        RoomEvent,
+        RoomMessage,
+        join,
+    )
     from rtc_signal.peers.session import AnswerPeer, Call, PeerConfig, call, new_offer_id
 
 #: exported name -> the module that defines it
@@ -34,6 +45,7 @@ _EXPORTS = {
     "IdTaken": "errors",
     "PeerError": "errors",
     "Refused": "errors",
+    "RoomFull": "errors",
     "SignalingError": "errors",
     "UnknownTarget": "errors",
     "IceSettings": "ice",
@@ -43,6 +55,13 @@ _EXPORTS = {
     "PeerConfig": "session",
     "call": "session",
     "new_offer_id": "session",
+    "MemberConnected": "room",
+    "MemberJoined": "room",
+    "MemberLeft": "room",
+    "Room": "room",
+    "RoomEvent": "room",
+    "RoomMessage": "room",
+    "join": "room",
 }
 __all__ = [
     "AnswerPeer",
@@ -52,12 +71,20 @@ __all__ = [
     "ConnectTimeout",
     "IceSettings",
     "IdTaken",
+    "MemberConnected",
+    "MemberJoined",
+    "MemberLeft",
     "PeerConfig",
     "PeerError",
     "Refused",
+    "Room",
+    "RoomEvent",
+    "RoomFull",
+    "RoomMessage",
     "SignalingError",
     "UnknownTarget",
     "call",
+    "join",
     "new_offer_id",
     "restrict_host_addresses",
 ]

@@ -1,7 +1,7 @@
 """``rtc-peer``: offer and answer peers on the command line (a thin layer over
 :mod:`peers.session` and the workloads: :mod:`peers.workloads` (the demo's
-timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` (file
-transfer) and :mod:`peers.bench` (benchmark)).
+timer), :mod:`peers.stream` (chat and pipe), :mod:`peers.files` and
+:mod:`peers.file_receiver` (file transfer) and :mod:`peers.bench` (benchmark)).
 
 The offer side names its data channel after what it wants (``data``,
 ``files``, ``bench``); the answer side runs what that label asks for, so
@@ -131,15 +131,16 @@ _data_options = _apply(
             "--stdin",
             "chat_mode",
             is_flag=True,
-            help="Chat: send each line of stdin, print each message received; end of "
-            "stdin closes the channel once everything was delivered.",
+            help="Chat: send each line of stdin, print each message received as "
+            "'ID: line'; end of stdin ends our side only, the call ends when both have.",
         ),
         click.option(
             "--pipe",
             "pipe_mode",
             is_flag=True,
             help="Pipe: raw bytes from stdin to the channel and from the channel to "
-            "stdout (binary-safe, like netcat).",
+            "stdout (binary-safe, like netcat); end of stdin ends that direction only, "
+            "the call ends when both have; a cut stream exits 1.",
         ),
     ]
 )
@@ -383,15 +384,29 @@ def _data_mode(opts: dict[str, Any]) -> str:
 
 async def _run_data(c: Call, mode: str, prefix: str, opts: dict[str, Any]) -> None:
     """Run the data-channel workload chosen on the command line."""
-    from rtc_signal.peers.stream import chat, pipe
+    from rtc_signal.peers.stream import StreamEnds, chat, pipe
     from rtc_signal.peers.workloads import timer
 
-    if mode == "chat":
-        await chat(c.channel, sys.stdin.buffer, _echo)
-    elif mode == "pipe":
-        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer)
-    else:
+    if mode == "timer":
         await timer(c.channel, prefix, opts["interval"], opts["count"], _echo)
+        return
+    ends = (
+        StreamEnds.for_offer()
+        if prefix == "offer"
+        else StreamEnds.for_answer(str(c.channel.dc.protocol))
+    )
+    if mode == "chat":
+        _status(f"rtc-peer: connected to {c.remote_id}")
+        await chat(
+            c.channel,
+            sys.stdin.buffer,
+            lambda text: _echo(f"{c.remote_id}: {text}"),
+            ends,
+            repr(c.remote_id),
+            lambda: _status(f"rtc-peer: {c.remote_id} left"),
+        )
+    else:
+        await pipe(c.channel, sys.stdin.buffer, sys.stdout.buffer, ends, repr(c.remote_id))
 
 
 @click.group()
@@ -461,7 +476,8 @@ def answer(
     for media gets the tracks, with or without a data channel. With --code,
     answer one caller that knows the printed one-time code."""
     from rtc_signal.peers.bench import BENCH_LABEL, serve_bench
-    from rtc_signal.peers.files import FILES_LABEL, receive_files, refuse_files
+    from rtc_signal.peers.file_receiver import receive_files, refuse_files
+    from rtc_signal.peers.files import FILES_LABEL, FileTransferError
     from rtc_signal.peers.media import MediaServer, serve_media
     from rtc_signal.peers.session import AnswerPeer
     from rtc_signal.proto.control import CONTROL_LABEL
@@ -480,6 +496,8 @@ def answer(
     progress = sys.stderr.isatty()
     control = media or MediaServer(None, None)  # control commands without media too
 
+    one_call = opts["count"] is not None or mode != "timer"
+
     async def on_call(c: Call) -> None:
         if verify:
             _show_sas(c)
@@ -492,7 +510,15 @@ def answer(
             if accept_files is None:
                 await refuse_files(c.channel, "this peer does not accept files (--accept-files)")
             else:
-                await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                try:
+                    await receive_files(c.channel, accept_files, overwrite, progress, _status)
+                except FileTransferError:
+                    # Each refusal has had its one status line already; raised
+                    # on, the session would log the first one a second time.
+                    # The answer peer goes on serving (or, serving one call,
+                    # exits with it: a failed transfer is never a success).
+                    if one_call:
+                        raise
         else:
             await _run_data(c, mode, "answer", opts)
 
@@ -508,7 +534,6 @@ def answer(
         _status(f"rtc-peer: {line}")
 
     async def serve() -> None:
-        one_call = opts["count"] is not None or mode != "timer"
         if use_code:
             from rtc_signal.peers.codecall import serve_code
 
@@ -631,7 +656,13 @@ def offer(
         return
 
     async def run() -> None:
-        async with call(config, target or "", _own_id(peer_id, opts), code=code) as c:
+        from rtc_signal.peers.stream import STREAM_PROTOCOL
+
+        # chat and pipe announce their end-of-stream handshake; the timer
+        # keeps the Go demo's plain channel
+        protocol = "" if mode == "timer" else STREAM_PROTOCOL
+        ident = _own_id(peer_id, opts)
+        async with call(config, target or "", ident, protocol=protocol, code=code) as c:
             if verify:
                 _show_sas(c)
             await _run_data(c, mode, "offer", opts)
@@ -712,6 +743,83 @@ def bench(
             click.echo(json.dumps(result.as_json()))
         else:
             click.echo(result.table())
+
+    _run(run(), opts["log_level"])
+
+
+@main.command()
+@click.option("--room", required=True, help="The room to join (1-64 of A-Z a-z 0-9 . _ -).")
+@click.option(
+    "--id",
+    "peer_id",
+    default=None,
+    help="Our member ID in the room (default: the token's ID, else m-<random>).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0),
+    default=None,
+    help="Timer instead of chat: send <id>-1, <id>-2, ... to each member every "
+    "INTERVAL seconds (a sequence per member, from when it connects).",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="Timer: exit 0 once N messages went both ways with every member present "
+    "(and with at least --expect members). Default interval 1 s.",
+)
+@click.option(
+    "--expect",
+    type=click.IntRange(0),
+    default=None,
+    help="With --count: members to finish with at least (default 1), so a member "
+    "alone in the room waits for others.",
+)
+@_connection_options
+def join(
+    room: str,
+    peer_id: str | None,
+    interval: float | None,
+    count: int | None,
+    expect: int | None,
+    **opts: Any,
+) -> None:
+    """Join ROOM: a group chat over a mesh of peer connections, one per member.
+
+    Lines typed go to every member; messages received are printed as
+    `<sender>: <text>`; members joining and leaving are reported on stderr.
+    End of input leaves the room. With --interval/--count: the timer instead.
+    """
+    from rtc_signal.peers.room import check_member_id, check_room_name, join, new_member_id
+    from rtc_signal.peers.roomwork import room_chat, room_timer
+
+    if expect is not None and count is None:
+        raise click.UsageError("--expect goes with --count")
+    try:
+        check_room_name(room)
+        if peer_id is not None:
+            check_member_id(peer_id)
+    except PeerError as exc:
+        raise click.UsageError(str(exc)) from None
+    config = _config(opts)
+    member_id = peer_id or (_own_id(None, opts) if opts["token"] else new_member_id())
+
+    async def run() -> None:
+        async with join(config, room, member_id) as the_room:
+            members = ", ".join(the_room.members) or "nobody else yet"
+            _status(f"rtc-peer: joined {room} as {member_id!r}; members: {members}")
+            if interval is None and count is None:
+                await room_chat(the_room, sys.stdin.buffer, _echo, _status)
+            else:
+                await room_timer(
+                    the_room,
+                    1.0 if interval is None else interval,
+                    count,
+                    1 if expect is None else expect,
+                    _echo,
+                    _status,
+                )
 
     _run(run(), opts["log_level"])
 

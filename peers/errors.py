@@ -53,3 +53,7 @@ class ConnectTimeout(PeerError):
 
 class ChannelClosed(PeerError):
     """The data channel closed before the workload was finished."""
+
+
+class RoomFull(Refused):
+    """Join was refused: the room has as many members as the server allows."""

@@ -236,6 +236,7 @@ async def call(
     peer_id: str | None = None,
     label: str = DATA_CHANNEL_LABEL,
     prepare: Callable[[RTCPeerConnection], None] | None = None,
+    protocol: str = "",
     code: Code | None = None,
 ) -> AsyncIterator[Call]:
     """Call the answer peer ``target``; yield the Call once the channel is open.
@@ -243,7 +244,8 @@ async def call(
     ``label`` names the data channel: the answer side picks what to run on it
     by its label (``data`` for the demo's workloads). ``prepare`` is called
     with the new RTCPeerConnection before the offer is made (media viewers
-    add their receive transceivers there).
+    add their receive transceivers there). ``protocol`` is the channel's
+    subprotocol (chat and pipe announce their end-of-stream handshake with it).
 
     With a one-time ``code``, ``target`` is ignored: the call goes to the
     code's owner, and both DTLS fingerprints are authenticated with the code
@@ -272,7 +274,7 @@ async def call(
             pc = RTCPeerConnection(config.ice.rtc_configuration())
             if prepare is not None:
                 prepare(pc)
-            channel = Channel(pc.createDataChannel(label))
+            channel = Channel(pc.createDataChannel(label, protocol=protocol))
             await pc.setLocalDescription(await pc.createOffer())
             offered = loop.time()
             body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))

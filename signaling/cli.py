@@ -67,6 +67,15 @@ def _security_options(func: Callable[..., Any]) -> Callable[..., Any]:
             f"Default: the open-file limit (raised to its maximum) minus {FD_RESERVE}.",
         ),
         click.option(
+            "--max-connections-per-ip",
+            type=click.IntRange(1),
+            default=None,
+            help="Open TCP connections from one source address (counted from accept) "
+            "beyond which new ones from it get HTTP 503 at once. Default: no such "
+            "limit. Leave it off behind a reverse proxy: every connection then comes "
+            "from the proxy's address (set per-IP limits in the proxy instead).",
+        ),
+        click.option(
             "--handshake-timeout",
             default=10.0,
             show_default=True,
@@ -150,6 +159,7 @@ def _security_config(opts: dict[str, Any]) -> dict[str, Any]:
         "secret": secret,
         "allow_origins": tuple(opts["allow_origins"]),
         "max_connections": max_connections,
+        "max_connections_per_ip": opts["max_connections_per_ip"],
         "handshake_timeout": opts["handshake_timeout"],
         "rate_limit": RateLimit(rate, opts["rate_burst"]) if rate else None,
         "idle_timeout": opts["idle_timeout"] or None,

@@ -48,7 +48,7 @@ try:
 except ImportError:  # pragma: no cover (websockets built without its C extension)
     from websockets.utils import apply_mask
 
-from rtc_signal.signaling.gate import AcceptGate
+from rtc_signal.signaling.gate import AcceptGate, Refusal
 from rtc_signal.signaling.limits import TokenBucket
 from rtc_signal.signaling.plainhttp import BodySplitter
 from rtc_signal.signaling.router import Action, ConnId, Forward
@@ -79,12 +79,21 @@ class ConnectionOwner(Protocol):
 
 #: the largest plain HTTP request body read (a WHEP offer is a few KiB)
 MAX_HTTP_BODY = 64 * 1024
-_FULL_BODY = b"rtc-signal: too many connections; try again later\n"
-#: the answer to a connection accepted over the limit (see connection_made)
-FULL_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_FULL_BODY), _FULL_BODY)
+
+
+def _unavailable(body: bytes) -> bytes:
+    """A complete HTTP 503 response with a plain-text reason."""
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+#: the answers to a connection accepted over a limit (see connection_made)
+FULL_RESPONSE = _unavailable(b"rtc-signal: too many connections; try again later\n")
+PER_IP_RESPONSE = _unavailable(
+    b"rtc-signal: too many connections from your address; try again later\n"
 )
 
 
@@ -518,16 +527,20 @@ class FastPathConnection(ServerConnection):
         gate = self.gate
         if gate is None:
             return
-        verdict = gate.accept(self)
+        peer = transport.get_extra_info("peername")
+        # (an IPv4 or IPv6 socket address; anything else is not limited per address)
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        verdict = gate.accept(self, address)
         if verdict.evict is not None:
             # the oldest connection still sending its request makes room
             verdict.evict.transport.abort()
         if not verdict.accept:
-            # every slot holds a connection that has sent its request: refuse
-            # at once, before reading anything (HTTP allows an early response)
+            # every slot holds a connection that has sent its request, or its
+            # address holds its share: refuse at once, before reading
+            # anything (HTTP allows an early response)
             self.gate = None  # never counted
             assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(FULL_RESPONSE)
+            transport.write(PER_IP_RESPONSE if verdict.refusal is Refusal.PER_IP else FULL_RESPONSE)
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -136,6 +136,10 @@ class ServerConfig:
     #: oldest one still sending its request is dropped, or a new one gets 503;
     #: None: no limit
     max_connections: int | None = None
+    #: open TCP connections from one source address, counted the same way;
+    #: over it a new one gets 503 at once. None: no per-address limit (behind
+    #: a reverse proxy every connection has the proxy's address)
+    max_connections_per_ip: int | None = None
     #: seconds from TCP accept to the end of the WebSocket handshake
     handshake_timeout: float = 10.0
     #: per-connection message rate limit; None: none
@@ -180,7 +184,9 @@ class SignalingServer:
         #: pending releases of held IDs (see Router.disconnect)
         self._releases: dict[str, asyncio.TimerHandle] = {}
         #: every accepted TCP connection, for --max-connections (signaling/gate.py)
-        self._gate: AcceptGate[FastPathConnection] = AcceptGate(config.max_connections)
+        self._gate: AcceptGate[FastPathConnection] = AcceptGate(
+            config.max_connections, config.max_connections_per_ip
+        )
         self.pages = Pages() if config.serve_pages else None
         #: what all senders together may forward to one connection: several
         #: callers' worth (a fan-in of INBOX_SHARES at the full rate), so that
@@ -339,9 +345,10 @@ class SignalingServer:
             log.info("token authentication on: peers must present a token for their ID")
         limit = cfg.rate_limit
         log.info(
-            "limits: origins %s, max connections %s, rate %s, idle timeout %s, TLS %s",
+            "limits: origins %s, max connections %s (per IP %s), rate %s, idle timeout %s, TLS %s",
             ", ".join(cfg.allow_origins) or "any",
             cfg.max_connections or "none",
+            cfg.max_connections_per_ip or "none",
             f"{limit.rate:g}/s (burst {limit.burst:g})" if limit else "none",
             f"{cfg.idle_timeout:g} s" if cfg.idle_timeout else "none",
             "on" if cfg.certfile else "off",

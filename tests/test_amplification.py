@@ -46,11 +46,13 @@ async def _flood(url: str, name: str, rate: float, seconds: float, codes: dict[i
 
         reader = asyncio.create_task(count())
         try:
+            # Paced on a fixed schedule (not a sleep after each send), so that
+            # a loaded machine delays frames but does not lower the total sent.
             loop = asyncio.get_running_loop()
-            end = loop.time() + seconds
-            while loop.time() < end:
+            start = loop.time()
+            for n in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, start + n / rate - loop.time()))
                 await ws.send(encode_request(Command.CANDIDATE, name, "victim", CANDIDATE))
-                await asyncio.sleep(1 / rate)
             await asyncio.sleep(0.2)  # the last replies
         finally:
             reader.cancel()
@@ -112,7 +114,8 @@ def test_acks_of_forwarded_frames_are_not_charged_to_the_target() -> None:
 def test_a_crowd_over_the_inbox_budget_is_refused_at_the_flooders() -> None:
     """More flooders than the inbox budget allows get 429 themselves; the victim is
     never refused nor closed."""
-    seen, codes, honest, victim_open = _scenario(INBOX_SHARES + 2)
+    # 8 x 18/s x 3 s = 432 frames against a budget of 4 x (20 + 20/s x 3 s) = 320
+    seen, codes, honest, victim_open = _scenario(INBOX_SHARES + 4)
     assert codes.get(TOO_MANY_REQUESTS, 0) > 0, codes
     assert seen.get("refused", 0) == 0, seen
     assert victim_open

@@ -8,12 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rtc_signal.peers.files import (
-    FREE_SPACE_MARGIN,
-    TransferIOError,
-    _check_free_space,
-    unsafe_name,
-)
+from rtc_signal.peers.file_receiver import _check_free_space
+from rtc_signal.peers.files import FREE_SPACE_MARGIN, FileStats, TransferIOError, unsafe_name
 
 
 @pytest.mark.parametrize(
@@ -142,3 +138,11 @@ def test_free_space_check_of_a_missing_directory_is_an_io_error(tmp_path: Path) 
     """A directory that went away is an io-error refusal, not a crash."""
     with pytest.raises(TransferIOError, match="cannot check the free space"):
         _check_free_space(tmp_path / "gone", 1)
+
+
+def test_summary_rate_is_in_mib_per_s_like_the_sizes() -> None:
+    """The per-file summary gives its rate in MiB/s (2^20 bytes), the binary
+    unit the sizes use, not MB/s."""
+    stats = FileStats("movie.mkv", 10 * 1024 * 1024, 2.0)
+    assert stats.summary("sent") == "sent movie.mkv (10485760 bytes) in 2.00 s, 5.0 MiB/s"
+    assert stats.mib_per_s == 5.0

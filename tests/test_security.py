@@ -368,7 +368,10 @@ def test_shutdown_is_bounded_with_a_client_that_neither_reads_nor_closes() -> No
                     lambda: any(
                         ws.transport.get_write_buffer_size() > 0
                         for ws in server._connections.values()
-                    )
+                    ),
+                    # filling the kernel's loopback buffers first takes a while
+                    # on a loaded machine
+                    timeout=30,
                 )
                 started = time.monotonic()
                 await within(server.close(), 3 * server.config.close_timeout + 1)

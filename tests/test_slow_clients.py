@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from tests.conftest import client, register, run, running_server
+from tests.conftest import client, eventually, register, run, running_server
 
 LIMIT = 40
 SLOW = 60  # more slow clients than the limit
@@ -77,3 +77,51 @@ def test_slow_clients_cannot_lock_out_honest_registrations(
     assert registered == [f"honest-{n}" for n in range(5)]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
+
+
+PER_IP = 3
+
+
+async def _raw_refusal(port: int, local: str) -> bytes:
+    """Connect from ``local`` and return what the server says before we send anything."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(local, 0))
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+def test_per_ip_limit_refuses_one_address_while_another_connects() -> None:
+    """--max-connections-per-ip 3: a 4th connection from 127.0.0.2 gets 503 "from your
+    address" at once, while 127.0.0.1 still registers (canary); a closed connection
+    gives 127.0.0.2 its slot back."""
+
+    async def main() -> tuple[bytes, list[str], bool]:
+        async with running_server(max_connections_per_ip=PER_IP) as server:
+            async with contextlib.AsyncExitStack() as stack:
+                crowd = [
+                    await stack.enter_async_context(
+                        client(server.url, "/register", local_addr=("127.0.0.2", 0))
+                    )
+                    for _ in range(PER_IP)
+                ]
+                for n, ws in enumerate(crowd):
+                    await asyncio.wait_for(register(ws, f"crowd-{n}"), 5)
+                refused = await _raw_refusal(server.port, "127.0.0.2")
+                registered = []
+                async with client(server.url, "/register") as canary:
+                    await asyncio.wait_for(register(canary, "canary"), 5)
+                    registered.append("canary")
+                await crowd[0].close()
+                # its slot comes back once the server saw the TCP connection go
+                await eventually(lambda: server._gate.per_address.get("127.0.0.2") == PER_IP - 1)
+                async with client(server.url, "/register", local_addr=("127.0.0.2", 0)) as ws:
+                    await asyncio.wait_for(register(ws, "crowd-again"), 5)
+                    reopened = True
+            return refused, registered, reopened
+
+    refused, registered, reopened = run(main(), timeout=60)
+    assert refused.startswith(b"HTTP/1.1 503 "), refused
+    assert b"too many connections from your address" in refused
+    assert registered == ["canary"]
+    assert reopened

@@ -1,9 +1,8 @@
 """End-to-end: `rtc-peer offer|answer --stdin` (chat) and `--pipe` as real
 processes on 127.0.0.1, their stdin fed by the test, their stdout in files.
 
-The first side whose stdin ends closes the channel (a data channel has no
-half-close), so a side that must receive everything gets a stdin that stays
-open (an unwritten pipe) until the test is done with it.
+The end of one side's stdin ends that direction only (an end-of-stream marker,
+acknowledged by the other side); the call ends when both stdins have ended.
 """
 
 from __future__ import annotations
@@ -65,6 +64,14 @@ def session(
                         peer.proc.stdin.close()
 
 
+def wait_offer_id(answer: FilePeer) -> str:
+    """The caller's ID, from the answer's "connected to ID" line."""
+    prefix = "rtc-peer: connected to "
+    wait_until(lambda: prefix in answer.stderr(), "the answer's 'connected to' line")
+    line = next(line for line in answer.stderr().splitlines() if line.startswith(prefix))
+    return line.removeprefix(prefix)
+
+
 def assert_exit_zero(*peers: FilePeer) -> None:
     for peer in peers:
         status = peer.wait()
@@ -90,52 +97,66 @@ def feed(peer: FilePeer, data: bytes) -> threading.Thread:
 
 def test_chat_lines_cross_both_ways_while_both_type(tmp_path: Path) -> None:
     """Lines typed on both sides at once (non-ASCII, an empty line, CRLF) are
-    printed by the other side, one message a line; the end of the offer's
-    stdin closes the channel and both exit 0."""
+    printed by the other side as 'ID: line'; "connected to X" and "X left" go
+    to stderr; the end of one stdin ends that direction only, and both exit 0
+    once both have ended."""
     offer_lines = ["hello from offer", "héllo wörld ✓ 日本語 🎉", "", "last offer line"]
     answer_lines = ["hi from answer", "ça va? Привет", "bye"]
     with session(tmp_path, "--stdin", subprocess.PIPE, subprocess.PIPE) as (offer, answer):
         feed(offer, "".join(f"{line}\n" for line in offer_lines).encode())
         feed(answer, "".join(f"{line}\r\n" for line in answer_lines).encode())
-        offer_expected = "".join(f"{line}\n" for line in answer_lines).encode()
-        answer_expected = "".join(f"{line}\n" for line in offer_lines).encode()
+        offer_id = wait_offer_id(answer)
+        offer_expected = "".join(f"sink: {line}\n" for line in answer_lines).encode()
+        answer_expected = "".join(f"{offer_id}: {line}\n" for line in offer_lines).encode()
         wait_until(lambda: offer.stdout() == offer_expected, "the answer's lines at the offer")
         wait_until(lambda: answer.stdout() == answer_expected, "the offer's lines at the answer")
         assert offer.proc.stdin is not None
-        offer.proc.stdin.close()  # end of the offer's input: it closes the channel
-        assert_exit_zero(offer, answer)  # the answer's stdin is still open
+        offer.proc.stdin.close()  # end of the offer's input: its direction only
+        wait_until(lambda: f"rtc-peer: {offer_id} left" in answer.stderr(), "the answer's notice")
+        assert offer.proc.poll() is None, "the answer's direction is still open"
+        assert answer.proc.stdin is not None
+        answer.proc.stdin.close()
+        assert_exit_zero(offer, answer)
     assert offer.stdout() == offer_expected
     assert answer.stdout() == answer_expected
+    assert "rtc-peer: connected to sink\n" in offer.stderr()
+    assert "rtc-peer: sink left\n" in offer.stderr()
+    assert f"rtc-peer: connected to {offer_id}\n" in answer.stderr()
 
 
 def test_chat_from_a_file_is_all_delivered_before_the_close(tmp_path: Path) -> None:
     """A chat whose stdin is a file (read in a thread) sends every line, a line
     over 16 KiB as several messages and the last one without a newline too, and
-    closes only after they all arrived."""
+    ends only after they all arrived (the receiver's stdin is /dev/null)."""
     lines = [f"line {n} {'é' * n}" for n in range(200)]
     long_line = "z" * 40_000
     source = tmp_path / "lines.txt"
     source.write_text("\n".join([long_line, *lines]), encoding="utf-8")  # no final newline
     with (
         source.open("rb") as stdin,
-        session(tmp_path, "--stdin", stdin, subprocess.PIPE) as (offer, answer),
+        session(tmp_path, "--stdin", stdin, subprocess.DEVNULL) as (offer, answer),
     ):
         assert_exit_zero(offer, answer)
     pieces = ["z" * 16384, "z" * 16384, "z" * 7232]
-    assert answer.stdout().decode("utf-8").splitlines() == [*pieces, *lines]
+    received = answer.stdout().decode("utf-8").splitlines()
+    assert [line.split(": ", 1)[1] for line in received] == [*pieces, *lines]
     assert offer.stdout() == b""
 
 
-def test_chat_from_a_terminal_ends_when_the_channel_closes(tmp_path: Path) -> None:
-    """A terminal on stdin (read in a daemon thread) is chatted from, and the
-    peer still exits 0 when the channel closes while the terminal stays open."""
+def test_chat_from_a_terminal_ends_with_ctrl_d(tmp_path: Path) -> None:
+    """A terminal on stdin (read in a daemon thread) is chatted from; the call
+    goes on after the other side's input ended, until Ctrl-D on the terminal."""
     controller, terminal = os.openpty()
     try:
         with session(tmp_path, "--stdin", subprocess.PIPE, terminal) as (offer, answer):
             os.write(controller, "typed on a términal\n".encode())
-            wait_until(lambda: offer.stdout() == "typed on a términal\n".encode(), "the line")
+            line = "sink: typed on a términal\n".encode()
+            wait_until(lambda: offer.stdout() == line, "the line")
             assert offer.proc.stdin is not None
             offer.proc.stdin.close()
+            wait_until(lambda: " left" in answer.stderr(), "the offer's end at the answer")
+            assert answer.proc.poll() is None, "the terminal's direction is still open"
+            os.write(controller, b"\x04")  # Ctrl-D: end of the terminal's input
             assert_exit_zero(offer, answer)
     finally:
         os.close(controller)
@@ -145,13 +166,13 @@ def test_chat_from_a_terminal_ends_when_the_channel_closes(tmp_path: Path) -> No
 @pytest.mark.parametrize("direction", ["offer-to-answer", "answer-to-offer"])
 def test_pipe_copies_a_file_byte_for_byte(tmp_path: Path, direction: str) -> None:
     """`--pipe < big.bin` on one side and `--pipe > out.bin` on the other give
-    identical files, in either direction; both exit 0 once the sender's input ended."""
+    identical files, in either direction, the receiver's stdin being /dev/null
+    (it ends at once); both exit 0."""
     data = os.urandom(PIPE_BYTES)
     source = tmp_path / "big.bin"
     source.write_bytes(data)
     with source.open("rb") as stdin:
-        # The receiving side's stdin stays open: its end would close the channel.
-        streams: list[int | IO[Any]] = [stdin, subprocess.PIPE]
+        streams: list[int | IO[Any]] = [stdin, subprocess.DEVNULL]
         if direction == "answer-to-offer":
             streams.reverse()
         with session(tmp_path, "--pipe", *streams) as (offer, answer):
@@ -171,8 +192,9 @@ def test_pipe_carries_both_directions_at_once(tmp_path: Path) -> None:
         wait_until(lambda: len(offer.stdout()) >= len(to_offer), "the offer's copy", 60)
         for writer in writers:
             writer.join(5)
-        assert offer.proc.stdin is not None
-        offer.proc.stdin.close()
+        for peer in (offer, answer):
+            assert peer.proc.stdin is not None
+            peer.proc.stdin.close()
         assert_exit_zero(offer, answer)
     assert answer.stdout() == to_answer
     assert offer.stdout() == to_offer
@@ -187,9 +209,15 @@ def test_empty_stdin_on_both_sides_closes_cleanly(tmp_path: Path, mode: str) -> 
     assert (offer.stdout(), answer.stdout()) == (b"", b"")
 
 
-def test_empty_stdin_on_one_side_ends_the_other(tmp_path: Path) -> None:
-    """An offer with nothing to say closes the chat at once; the answer, whose
-    stdin is still open, takes the close as the end and exits 0."""
+def test_empty_stdin_on_one_side_leaves_the_other_direction_open(tmp_path: Path) -> None:
+    """An offer with nothing to say (/dev/null) ends only its own direction:
+    the answer's lines, typed later, still reach it; both exit 0 once the
+    answer's input ends too."""
     with session(tmp_path, "--stdin", subprocess.DEVNULL, subprocess.PIPE) as (offer, answer):
+        wait_until(lambda: " left" in answer.stderr(), "the offer's end at the answer")
+        assert answer.proc.stdin is not None
+        answer.proc.stdin.write(b"still here\n")
+        answer.proc.stdin.close()
         assert_exit_zero(offer, answer)
-    assert (offer.stdout(), answer.stdout()) == (b"", b"")
+    assert offer.stdout() == b"sink: still here\n"
+    assert answer.stdout() == b""

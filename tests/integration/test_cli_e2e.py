@@ -139,6 +139,7 @@ def test_connect_timeout_is_one_clear_error_line() -> None:
     from websockets.asyncio.client import connect
 
     from rtc_signal import proto
+
     with server() as url:
         stop_silent = threading.Event()
         registered = threading.Event()
@@ -188,6 +189,7 @@ def test_answer_peer_survives_a_callers_garbage_offer() -> None:
     from websockets.asyncio.client import ClientConnection, connect
 
     from rtc_signal import proto
+
     async def next_response(ws: ClientConnection) -> proto.Response:
         while True:  # skip what the answer peer sends back (it may answer garbage)
             envelope = proto.decode(await asyncio.wait_for(ws.recv(), 5))

@@ -28,11 +28,11 @@ from rtc_signal.peers.files import (
     HashMismatch,
     SizeMismatch,
     UnsafeName,
-    _Progress,
     describe_file,
     send_file,
 )
 from rtc_signal.peers.ice import IceSettings
+from rtc_signal.peers.progress import Progress
 from rtc_signal.peers.session import PeerConfig, call
 from tests.conftest import run
 from tests.integration.procs import (
@@ -119,7 +119,7 @@ def test_empty_file_is_stored_empty(url: str, tmp_path: Path) -> None:
 
 
 def test_few_mib_file_arrives_with_the_same_sha256(url: str, tmp_path: Path) -> None:
-    """A 3 MiB + 7 B file (not whole chunks) arrives byte for byte; a summary line says MB/s."""
+    """A 3 MiB + 7 B file (not whole chunks) arrives byte for byte; a summary line says MiB/s."""
     inbox, source = tmp_path / "inbox", tmp_path / "blob.bin"
     inbox.mkdir()
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
@@ -129,7 +129,7 @@ def test_few_mib_file_arrives_with_the_same_sha256(url: str, tmp_path: Path) -> 
     assert listing(inbox) == ["blob.bin"]
     assert sha256(inbox / "blob.bin") == sha256(source)
     assert f"sent blob.bin ({3 * 1024 * 1024 + 7} bytes) in " in sent.stderr
-    assert " MB/s" in sent.stderr
+    assert " MiB/s" in sent.stderr and " MB/s" not in sent.stderr
 
 
 def test_several_files_in_one_send(url: str, tmp_path: Path) -> None:
@@ -222,7 +222,8 @@ def test_names_that_could_leave_the_directory_are_refused(url: str, tmp_path: Pa
 
 
 def test_existing_file_is_refused_without_overwrite(url: str, tmp_path: Path) -> None:
-    """An existing file is kept and the sender exits 5 with one clear line."""
+    """An existing file is kept and the sender exits 5 with one clear line; the
+    receiver says why once (not again as a warning of the failed call)."""
     inbox, source = tmp_path / "inbox", tmp_path / "report.txt"
     inbox.mkdir()
     (inbox / "report.txt").write_text("the original\n")
@@ -238,6 +239,9 @@ def test_existing_file_is_refused_without_overwrite(url: str, tmp_path: Path) ->
     assert "Traceback" not in sent.stderr
     assert (inbox / "report.txt").read_text() == "the original\n"
     assert listing(inbox) == ["report.txt"]
+    assert rx.finished is not None
+    assert rx.finished.stderr.count("the file exists already") == 1, rx.finished.stderr
+    assert "rtc-peer: refused 'report.txt': the file exists already" in rx.finished.stderr
 
 
 def test_existing_file_is_replaced_with_overwrite(url: str, tmp_path: Path) -> None:
@@ -269,18 +273,20 @@ def test_peer_without_accept_files_refuses_with_a_clear_error(url: str, tmp_path
 
 
 def test_progress_bar_shows_rate_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a terminal: one redrawn line with percent, rate and ETA, ending with time and MB/s."""
+    """On a terminal: one redrawn line with percent, rate and ETA, ending with
+    time and rate; sizes and rates in the same binary units (MiB, MiB/s)."""
     monkeypatch.setenv("COLUMNS", "100")
     header = FileHeader("movie.mkv", 10_000_000, "0" * 64)
     lines: list[str] = []
     screen = io.StringIO()
-    meter = _Progress("sent", header, True, lines.append, screen)
+    meter = Progress("sent", header, True, lines.append, screen)
     meter.REFRESH = meter.WARM_UP = 0.0  # draw every update, with a rate at once
     meter.advance(2_500_000)
     stats = meter.finish()
     first, final = screen.getvalue().split("\r")[1:]
     assert first.startswith("sent movie.mkv [") and "]  25% 2.4 MiB/9.5 MiB " in first
-    assert " MB/s ETA " in first and len(first) == 99
+    assert " MiB/s ETA " in first and len(first) == 99
     assert final.startswith("sent movie.mkv [") and "] 100% 9.5 MiB in " in final
-    assert final.rstrip().endswith(" MB/s") and final.endswith("\n")
+    assert final.rstrip().endswith(" MiB/s") and final.endswith("\n")
+    assert " MB/s" not in screen.getvalue()
     assert lines == [] and stats.size == 10_000_000

@@ -4,9 +4,11 @@ serve --secret` (or RTC_SIGNAL_SECRET) checks, `rtc-peer --token` presents;
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -53,6 +55,8 @@ def test_help_documents_the_security_options() -> None:
         "RTC_SIGNAL_SECRET",
         "--allow-origin",
         "--max-connections",
+        "--max-connections-per-ip",
+        "--handshake-timeout",
         "--rate-limit",
         "--rate-burst",
         "--idle-timeout",
@@ -192,3 +196,24 @@ def test_tls_server_and_peers_with_the_ca_file(tmp_path: Path) -> None:
     assert len(offer.lines("recv ")) == 5
     assert untrusting.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in untrusting.stderr
+
+
+def test_serve_max_connections_per_ip_refuses_the_address_over_its_share() -> None:
+    """`rtc-signal serve --max-connections-per-ip 1`: while one connection from
+    127.0.0.1 is open, the next one from 127.0.0.1 gets HTTP 503 at once, and the
+    log's limits line shows the per-IP limit."""
+    proc, url = start_server_process("--max-connections-per-ip", "1", "--log-level", "info")
+    try:
+        address = urlsplit(url)
+        target = (address.hostname or "127.0.0.1", address.port or 0)
+        with socket.create_connection(target, timeout=10) as held:
+            held.sendall(b"GET /register HTTP/1.1\r\n")  # a request under way
+            with socket.create_connection(target, timeout=10) as refused:
+                answer = b""
+                while chunk := refused.recv(4096):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert b"from your address" in answer
+        assert "max connections" in server_stderr(proc) and "(per IP 1)" in server_stderr(proc)
+    finally:
+        stop_server_process(proc)
