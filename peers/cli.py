@@ -688,20 +688,78 @@ def _watch_summary(result: WatchResult, record: Path | None) -> str:
     required=True,
     type=click.Path(exists=True, dir_okay=False, readable=True),
 )
-@click.option("--target", required=True, help="The answer peer (run with --accept-files).")
+@click.option(
+    "--target",
+    default=None,
+    help="The answer peer (run with --accept-files). Without it: register under a "
+    "fresh one-time code, print it and send to whoever runs `rtc-peer receive CODE`.",
+)
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
 @_connection_options
-def send(file_options: tuple[str, ...], target: str, peer_id: str | None, **opts: Any) -> None:
-    """Send FILES to the answer peer TARGET (name, size and SHA-256 checked)."""
+def send(
+    file_options: tuple[str, ...], target: str | None, peer_id: str | None, **opts: Any
+) -> None:
+    """Send FILES to the answer peer TARGET, or to the holder of a printed
+    one-time code (name, size and SHA-256 checked)."""
     from rtc_signal.peers.files import FILES_LABEL, send_files
     from rtc_signal.peers.session import call
 
     config = _config(opts)
     progress = sys.stderr.isatty()
+    paths = [_path(f) for f in file_options]
 
     async def run() -> None:
+        assert target is not None
         async with call(config, target, _own_id(peer_id, opts), FILES_LABEL) as c:
-            await send_files(c.channel, [_path(f) for f in file_options], progress, _status)
+            await send_files(c.channel, paths, progress, _status)
+
+    async def send_by_code() -> None:
+        from rtc_signal.peers.codecall import serve_code
+
+        async def on_call(c: Call) -> None:
+            if c.channel.label != FILES_LABEL:
+                raise PeerError(f"the caller asked for {c.channel.label!r}, not files")
+            await send_files(c.channel, paths, progress, _status)
+
+        await serve_code(config, on_call, lambda code: _code_status(code, "receive"))
+
+    if peer_id is not None and target is None:
+        raise click.UsageError("--id is for --target calls (a code's owner is code-<number>)")
+    _run(run() if target is not None else send_by_code(), opts["log_level"])
+
+
+@main.command()
+@click.argument("code_text", metavar="CODE")
+@click.option(
+    "--dir",
+    "directory_option",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Store the files here.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
+@_connection_options
+def receive(
+    code_text: str, directory_option: str, overwrite: bool, peer_id: str | None, **opts: Any
+) -> None:
+    """Receive the files of `rtc-peer send FILE...` that printed CODE (each
+    stored only once its size and SHA-256 match)."""
+    from rtc_signal.peers.file_receiver import receive_files
+    from rtc_signal.peers.files import FILES_LABEL
+    from rtc_signal.peers.session import call
+
+    code = _parse_code_option(code_text, "CODE")
+    config = _config(opts)
+    progress = sys.stderr.isatty()
+    directory = _path(directory_option)
+
+    async def run() -> None:
+        async with call(config, "", _own_id(peer_id, opts), FILES_LABEL, code=code) as c:
+            stats = await receive_files(c.channel, directory, overwrite, progress, _status)
+        if not stats:
+            raise PeerError("the sender closed the call without sending a file")
 
     _run(run(), opts["log_level"])
 

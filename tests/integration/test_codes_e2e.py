@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -218,3 +220,54 @@ def test_a_server_that_swaps_fingerprints_is_detected_by_both_sides(swap: set[Co
         assert side.returncode == MISMATCH_EXIT, side.stderr
         assert MISMATCH_MESSAGE in side.stderr, side.stderr
     assert not caller.lines("recv") and not answered.lines("recv")
+
+
+# -- files by code: `rtc-peer send FILE...` / `rtc-peer receive CODE` --------------
+
+
+def start_code_sender(url: str, *files: str) -> tuple[subprocess.Popen[str], Code]:
+    proc = start_peer("send", *files, "--signal", url, *LOOPBACK)
+    wait_registered(proc, prefix=CODE_LINE)
+    line = _early_stderr[proc.pid][-1]
+    assert "rtc-peer receive" in line
+    return proc, parse_code(line.removeprefix(CODE_LINE).split()[0])
+
+
+def test_files_sent_by_code_arrive_verified(tmp_path: Path) -> None:
+    small, big = tmp_path / "note.txt", tmp_path / "blob.bin"
+    small.write_text("hello by code\n")
+    big.write_bytes(os.urandom(700_000))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with server() as url:
+        sender, code = start_code_sender(url, str(small), str(big))
+        received = wait(
+            start_peer("receive", str(code), "--dir", str(inbox), "--signal", url, *LOOPBACK)
+        )
+        sent = wait(sender)
+    assert received.returncode == 0, received.stderr
+    assert sent.returncode == 0, sent.stderr
+    assert (inbox / "note.txt").read_bytes() == small.read_bytes()
+    assert (inbox / "blob.bin").read_bytes() == big.read_bytes()
+
+
+def test_receive_with_a_wrong_code_stores_nothing_and_burns_the_code(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for you\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with server() as url:
+        sender, code = start_code_sender(url, str(secret))
+        wrong = wait(
+            start_peer(
+                "receive", str(other_words(code)), "--dir", str(inbox), "--signal", url, *LOOPBACK
+            )
+        )
+        burnt = wait(sender)
+        late = wait(
+            start_peer("receive", str(code), "--dir", str(inbox), "--signal", url, *LOOPBACK)
+        )
+    for side in (wrong, burnt):
+        assert side.returncode == MISMATCH_EXIT and MISMATCH_MESSAGE in side.stderr, side.stderr
+    assert late.returncode == 1 and "nobody is waiting" in late.stderr, late.stderr
+    assert list(inbox.iterdir()) == []
