@@ -28,9 +28,11 @@ from tests.integration.procs import (
     LOOPBACK,
     _early_stderr,
     server,
+    start_file_peer,
     start_peer,
     wait,
     wait_registered,
+    wait_until,
 )
 
 TIMER = ["--interval", "0.2", "--count", "3"]
@@ -271,3 +273,26 @@ def test_receive_with_a_wrong_code_stores_nothing_and_burns_the_code(tmp_path: P
         assert side.returncode == MISMATCH_EXIT and MISMATCH_MESSAGE in side.stderr, side.stderr
     assert late.returncode == 1 and "nobody is waiting" in late.stderr, late.stderr
     assert list(inbox.iterdir()) == []
+
+
+def test_pipe_by_code_carries_bytes_exactly(tmp_path: Path) -> None:
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(300_000))
+    with server() as url:
+        common = ["--signal", url, *LOOPBACK, "--pipe"]
+        owner = start_file_peer(
+            "answer", "--code", *common, stdin=subprocess.DEVNULL, directory=tmp_path, name="owner"
+        )
+        try:
+            wait_until(lambda: CODE_LINE in owner.stderr(), "the owner's code", 20)
+            code = owner.stderr().split(CODE_LINE, 1)[1].split()[0]
+            with data.open("rb") as stdin:
+                caller = start_file_peer(
+                    "offer", "--code", code, *common, stdin=stdin, directory=tmp_path, name="caller"
+                )
+                assert caller.wait(60) == 0, caller.stderr()
+            assert owner.wait(60) == 0, owner.stderr()
+        finally:
+            if owner.proc.poll() is None:
+                owner.proc.kill()
+    assert owner.stdout() == data.read_bytes()
