@@ -9,6 +9,10 @@ Our descriptions carry complete candidates (aiortc gathers inside
 ``setLocalDescription``); candidates trickled by other stacks (command 4,
 a bare ``candidate:`` line) are applied, and those arriving before the remote
 description are held and applied right after it (the Go demo drops them).
+
+With a one-time code (``call(..., code=)``, ``AnswerPeer(..., code=)``), a
+SPAKE2 exchange runs first and both descriptions carry a MAC over their
+DTLS fingerprints (:mod:`peers.pake`); named calls are unchanged.
 """
 
 from __future__ import annotations
@@ -717,7 +721,8 @@ class AnswerPeer:
 
         watcher = asyncio.ensure_future(watch())
         try:
-            await handler(Call(first, pc, self.peer_id, caller, setup))
+            authenticated = negotiation.auth is not None
+            await handler(Call(first, pc, self.peer_id, caller, setup, authenticated))
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
