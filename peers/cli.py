@@ -26,6 +26,7 @@ from rtc_signal.proto import __version__
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from rtc_signal.peers.codes import Code
     from rtc_signal.peers.media import MediaServer
     from rtc_signal.peers.media.viewer import WatchResult
     from rtc_signal.peers.reconnect import ReconnectPolicy
@@ -427,8 +428,42 @@ def main() -> None:
     """rtc-peer: WebRTC data-channel peers (aiortc) using rtc-signal signaling."""
 
 
+_verify_option = click.option(
+    "--verify",
+    is_flag=True,
+    help="Print a short authentication string (5 words, from both DTLS fingerprints) "
+    "on stderr once connected: if both sides read the same words, nobody is in the middle.",
+)
+
+
+def _show_sas(c: Call) -> None:
+    _status(f"rtc-peer: verify with {c.remote_id!r}: {c.short_auth_string()}")
+
+
+def _code_status(code: object, offer_command: str) -> None:
+    _status(f"rtc-peer: code {code} (one use); on the other side: rtc-peer {offer_command} {code}")
+
+
+def _parse_code_option(text: str, param_hint: str) -> Code:
+    from rtc_signal.peers.codes import CodeError, parse_code
+
+    try:
+        return parse_code(text)
+    except CodeError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
+
+
 @main.command()
-@click.option("--id", "peer_id", required=True, help="The ID to register and be called by.")
+@click.option("--id", "peer_id", default=None, help="The ID to register and be called by.")
+@click.option(
+    "--code",
+    "use_code",
+    is_flag=True,
+    help="Instead of --id: register under a fresh one-time code, print it and answer "
+    "the one caller who has it (`rtc-peer offer --code CODE`); both DTLS fingerprints "
+    "are authenticated with it end to end.",
+)
+@_verify_option
 @_data_options
 @click.option(
     "--accept-files",
@@ -441,10 +476,18 @@ def main() -> None:
 @_media_options
 @_reconnect_options
 @_connection_options
-def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opts: Any) -> None:
+def answer(
+    peer_id: str | None,
+    use_code: bool,
+    verify: bool,
+    accept_files_option: str | None,
+    overwrite: bool,
+    **opts: Any,
+) -> None:
     """Register as ID and answer every caller (until interrupted; one call with
     --count, --stdin or --pipe). With --video/--audio, every caller that asks
-    for media gets the tracks, with or without a data channel."""
+    for media gets the tracks, with or without a data channel. With --code,
+    answer one caller that knows the printed one-time code."""
     from rtc_signal.peers.bench import BENCH_LABEL, serve_bench
     from rtc_signal.peers.file_receiver import receive_files, refuse_files
     from rtc_signal.peers.files import FILES_LABEL, FileTransferError
@@ -452,19 +495,25 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
     from rtc_signal.peers.session import AnswerPeer
     from rtc_signal.proto.control import CONTROL_LABEL
 
+    if (peer_id is None) == (not use_code):
+        raise click.UsageError("give either --id ID or --code")
     config = _config(opts)
     reconnect = _reconnect_policy(opts)
     mode = _data_mode(opts)
+    media = _media_server(opts)
+    if use_code and media is not None:
+        raise click.UsageError("--code is for data calls, not --video/--audio")
     accept_files = None if accept_files_option is None else _path(accept_files_option)
     if accept_files is not None and not accept_files.is_dir():
         raise click.UsageError(f"--accept-files: {accept_files} is not a directory")
     progress = sys.stderr.isatty()
-    media = _media_server(opts)
     control = media or MediaServer(None, None)  # control commands without media too
 
     one_call = opts["count"] is not None or mode != "timer"
 
     async def on_call(c: Call) -> None:
+        if verify:
+            _show_sas(c)
         label = c.channel.label
         if label == CONTROL_LABEL:
             await control.serve_control(c.channel, c.remote_id)
@@ -498,6 +547,12 @@ def answer(peer_id: str, accept_files_option: str | None, overwrite: bool, **opt
         _status(f"rtc-peer: {line}")
 
     async def serve() -> None:
+        if use_code:
+            from rtc_signal.peers.codecall import serve_code
+
+            await serve_code(config, on_call, lambda code: _code_status(code, "offer --code"))
+            return
+        assert peer_id is not None
         if media is None:
             peer = AnswerPeer(config, peer_id, on_registered, reconnect, on_reconnect_status)
             await peer.serve(on_call, max_calls=1 if one_call else None)
@@ -539,8 +594,17 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
 
 
 @main.command()
-@click.option("--target", required=True, help="The answer peer's ID to call.")
+@click.option("--target", default=None, help="The answer peer's ID to call.")
+@click.option(
+    "--code",
+    "code_text",
+    default=None,
+    metavar="CODE",
+    help="Instead of --target: call whoever printed this one-time code "
+    "(`rtc-peer answer --code`), authenticating both DTLS fingerprints with it.",
+)
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
+@_verify_option
 @_data_options
 @click.option(
     "--record",
@@ -567,8 +631,10 @@ def _media_server(opts: dict[str, Any]) -> MediaServer | None:
 )
 @_connection_options
 def offer(
-    target: str,
+    target: str | None,
+    code_text: str | None,
     peer_id: str | None,
+    verify: bool,
     record_option: str | None,
     duration: float | None,
     controls: tuple[str, ...],
@@ -578,10 +644,16 @@ def offer(
     (--pipe); or, with --record/--duration/--control, watch its media."""
     from rtc_signal.peers.session import call, new_offer_id
 
+    if (target is None) == (code_text is None):
+        raise click.UsageError("give either --target ID or --code CODE")
+    code = None if code_text is None else _parse_code_option(code_text, "--code")
     config = _config(opts)
     mode = _data_mode(opts)
     record = None if record_option is None else _path(record_option)
     if record is not None or duration is not None or controls:
+        if code is not None:
+            raise click.UsageError("--code is for data calls, not --record/--duration/--control")
+        assert target is not None
         if mode != "timer" or opts["count"] is not None:
             raise click.UsageError("--record/--duration/--control watch media: no data workload")
 
@@ -602,7 +674,10 @@ def offer(
         # chat and pipe announce their end-of-stream handshake; the timer
         # keeps the Go demo's plain channel
         protocol = "" if mode == "timer" else STREAM_PROTOCOL
-        async with call(config, target, _own_id(peer_id, opts), protocol=protocol) as c:
+        ident = _own_id(peer_id, opts)
+        async with call(config, target or "", ident, protocol=protocol, code=code) as c:
+            if verify:
+                _show_sas(c)
             await _run_data(c, mode, "offer", opts)
 
     _run(run(), opts["log_level"])
@@ -626,20 +701,78 @@ def _watch_summary(result: WatchResult, record: Path | None) -> str:
     required=True,
     type=click.Path(exists=True, dir_okay=False, readable=True),
 )
-@click.option("--target", required=True, help="The answer peer (run with --accept-files).")
+@click.option(
+    "--target",
+    default=None,
+    help="The answer peer (run with --accept-files). Without it: register under a "
+    "fresh one-time code, print it and send to whoever runs `rtc-peer receive CODE`.",
+)
 @click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
 @_connection_options
-def send(file_options: tuple[str, ...], target: str, peer_id: str | None, **opts: Any) -> None:
-    """Send FILES to the answer peer TARGET (name, size and SHA-256 checked)."""
+def send(
+    file_options: tuple[str, ...], target: str | None, peer_id: str | None, **opts: Any
+) -> None:
+    """Send FILES to the answer peer TARGET, or to the holder of a printed
+    one-time code (name, size and SHA-256 checked)."""
     from rtc_signal.peers.files import FILES_LABEL, send_files
     from rtc_signal.peers.session import call
 
     config = _config(opts)
     progress = sys.stderr.isatty()
+    paths = [_path(f) for f in file_options]
 
     async def run() -> None:
+        assert target is not None
         async with call(config, target, _own_id(peer_id, opts), FILES_LABEL) as c:
-            await send_files(c.channel, [_path(f) for f in file_options], progress, _status)
+            await send_files(c.channel, paths, progress, _status)
+
+    async def send_by_code() -> None:
+        from rtc_signal.peers.codecall import serve_code
+
+        async def on_call(c: Call) -> None:
+            if c.channel.label != FILES_LABEL:
+                raise PeerError(f"the caller asked for {c.channel.label!r}, not files")
+            await send_files(c.channel, paths, progress, _status)
+
+        await serve_code(config, on_call, lambda code: _code_status(code, "receive"))
+
+    if peer_id is not None and target is None:
+        raise click.UsageError("--id is for --target calls (a code's owner is code-<number>)")
+    _run(run() if target is not None else send_by_code(), opts["log_level"])
+
+
+@main.command()
+@click.argument("code_text", metavar="CODE")
+@click.option(
+    "--dir",
+    "directory_option",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Store the files here.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--id", "peer_id", default=None, help="Our own ID (default: offer-<random>).")
+@_connection_options
+def receive(
+    code_text: str, directory_option: str, overwrite: bool, peer_id: str | None, **opts: Any
+) -> None:
+    """Receive the files of `rtc-peer send FILE...` that printed CODE (each
+    stored only once its size and SHA-256 match)."""
+    from rtc_signal.peers.file_receiver import receive_files
+    from rtc_signal.peers.files import FILES_LABEL
+    from rtc_signal.peers.session import call
+
+    code = _parse_code_option(code_text, "CODE")
+    config = _config(opts)
+    progress = sys.stderr.isatty()
+    directory = _path(directory_option)
+
+    async def run() -> None:
+        async with call(config, "", _own_id(peer_id, opts), FILES_LABEL, code=code) as c:
+            stats = await receive_files(c.channel, directory, overwrite, progress, _status)
+        if not stats:
+            raise PeerError("the sender closed the call without sending a file")
 
     _run(run(), opts["log_level"])
 

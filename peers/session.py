@@ -9,6 +9,10 @@ Our descriptions carry complete candidates (aiortc gathers inside
 ``setLocalDescription``); candidates trickled by other stacks (command 4,
 a bare ``candidate:`` line) are applied, and those arriving before the remote
 description are held and applied right after it (the Go demo drops them).
+
+With a one-time code (``call(..., code=)``, ``AnswerPeer(..., code=)``), a
+SPAKE2 exchange runs first and both descriptions carry a MAC over their
+DTLS fingerprints (:mod:`peers.pake`); named calls are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from rtc_signal.peers.channel import Channel
+from rtc_signal.peers.codes import Code
 from rtc_signal.peers.defaults import DEFAULT_SIGNAL_URL
 from rtc_signal.peers.errors import (
     ConnectTimeout,
@@ -33,6 +38,7 @@ from rtc_signal.peers.errors import (
     Refused,
     SignalingError,
 )
+from rtc_signal.peers.fingerprints import short_auth_string
 from rtc_signal.peers.fixes import apply as apply_fixes
 from rtc_signal.peers.ice import (
     IceSettings,
@@ -40,6 +46,7 @@ from rtc_signal.peers.ice import (
     restrict_host_addresses,
     selected_pair,
 )
+from rtc_signal.peers.pake import ABORT_BODY, CodeAuth, CodeMismatch, CodeNotFound, is_pake_body
 from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from rtc_signal.peers.signaling_client import SignalingClient
 from rtc_signal.peers.tuning import apply as apply_tuning
@@ -89,6 +96,16 @@ class Call:
     #: seconds from sending the offer (offer side) or receiving it (answer
     #: side) to the data channel being open
     setup_seconds: float = 0.0
+    #: whether both DTLS fingerprints were authenticated with a one-time code
+    authenticated: bool = False
+
+    def short_auth_string(self) -> str:
+        """The SAS of this call (:func:`peers.fingerprints.short_auth_string`):
+        the same words on both sides unless someone is in the middle."""
+        local, remote = self.pc.localDescription, self.pc.remoteDescription
+        if local.type == "offer":
+            return short_auth_string(local.sdp, remote.sdp)
+        return short_auth_string(remote.sdp, local.sdp)
 
 
 class _EarlyCandidates:
@@ -122,11 +139,26 @@ class _EarlyCandidates:
 class _Negotiation:
     """The remote side of one RTCPeerConnection: description and candidates."""
 
-    def __init__(self, pc: RTCPeerConnection, remote_id: str) -> None:
+    def __init__(self, pc: RTCPeerConnection, remote_id: str, auth: CodeAuth | None = None) -> None:
         self.pc = pc
         self.remote_id = remote_id
         self._early_candidates: list[bytes | None] = []
         self.remote_set = False
+        #: code mode: the exchange that authenticates this call
+        self.auth = auth
+        #: code mode: fails with CodeMismatch when the peer aborts
+        self.aborted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def abort(self, error: CodeMismatch) -> None:
+        if not self.aborted.done():
+            self.aborted.set_exception(error)
+
+    def forget_abort(self) -> None:
+        """The call is over: an abort nobody waited for is not an error to log."""
+        if self.aborted.done():
+            self.aborted.exception()
+        else:
+            self.aborted.cancel()
 
     async def set_remote(self, description: SessionDescription) -> None:
         await self.pc.setRemoteDescription(
@@ -176,7 +208,7 @@ async def _wait_open(
     channel: Channel,
     negotiation: _Negotiation,
     timeout: float,
-    watch: asyncio.Task[None] | None = None,
+    watch: asyncio.Future[None] | None = None,
     configured: float | None = None,
 ) -> None:
     """Wait for the channel to open; ConnectTimeout (with the ICE state) if it
@@ -223,6 +255,7 @@ async def call(
     label: str = DATA_CHANNEL_LABEL,
     prepare: Callable[[RTCPeerConnection], None] | None = None,
     protocol: str = "",
+    code: Code | None = None,
 ) -> AsyncIterator[Call]:
     """Call the answer peer ``target``; yield the Call once the channel is open.
 
@@ -231,7 +264,13 @@ async def call(
     with the new RTCPeerConnection before the offer is made (media viewers
     add their receive transceivers there). ``protocol`` is the channel's
     subprotocol (chat and pipe announce their end-of-stream handshake with it).
+
+    With a one-time ``code``, ``target`` is ignored: the call goes to the
+    code's owner, and both DTLS fingerprints are authenticated with the code
+    (:mod:`peers.pake`) before anything is applied; CodeMismatch if that fails.
     """
+    if code is not None:
+        target = code.peer_id
     peer_id = peer_id or new_offer_id()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.connect_timeout
@@ -243,19 +282,25 @@ async def call(
             token=config.token,
             cafile=config.cafile,
         )
-        pc = RTCPeerConnection(config.ice.rtc_configuration())
+        pc: RTCPeerConnection | None = None
         pump: asyncio.Task[None] | None = None
         try:
+            auth = None
+            if code is not None:
+                auth = CodeAuth(code, "offer", peer_id, target)
+                await _exchange_code(signaling, auth, peer_id, target, deadline - loop.time())
+            pc = RTCPeerConnection(config.ice.rtc_configuration())
             if prepare is not None:
                 prepare(pc)
             channel = Channel(pc.createDataChannel(label, protocol=protocol))
             await pc.setLocalDescription(await pc.createOffer())
             _check_candidates(pc, config.ice)
             offered = loop.time()
-            await signaling.send_offer(peer_id, target, _description_body(pc))
+            body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))
+            await signaling.send_offer(peer_id, target, body)
             log.info("offer sent to %r as %r", target, peer_id)
             warm_up()  # while the answer is on its way (peers/tuning.py)
-            negotiation = _Negotiation(pc, target)
+            negotiation = _Negotiation(pc, target, auth)
             pump = asyncio.create_task(
                 _offer_side_pump(signaling, negotiation, peer_id, channel),
                 name="offer-signaling",
@@ -263,14 +308,48 @@ async def call(
             remaining = max(0.0, deadline - loop.time())
             await _wait_open(channel, negotiation, remaining, pump, config.connect_timeout)
             log.info("data channel open with %r via %s", target, selected_pair(pc))
-            yield Call(channel, pc, peer_id, target, loop.time() - offered)
+            yield Call(channel, pc, peer_id, target, loop.time() - offered, auth is not None)
         finally:
             if pump is not None:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, PeerError):
                     await pump
-            await pc.close()
+            if pc is not None:
+                await pc.close()
             await signaling.close()
+
+
+async def _exchange_code(
+    signaling: SignalingClient, auth: CodeAuth, peer_id: str, target: str, timeout: float
+) -> None:
+    """Offer side: send our SPAKE2 message and take the code owner's."""
+    try:
+        await signaling.send_candidate(peer_id, target, auth.message())
+    except Refused as exc:
+        if exc.code in (1, 404):
+            raise CodeNotFound(auth.code.number) from None
+        raise
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            async for envelope in signaling.requests():
+                request = envelope.request
+                if request.source != target or request.target != peer_id:
+                    log.warning("ignoring %s from %r", envelope.command.name, request.source[:64])
+                    continue
+                await signaling.acknowledge(envelope.command)
+                if envelope.command is Command.CANDIDATE and is_pake_body(request.body):
+                    assert request.body is not None
+                    auth.receive(request.body)  # CodeMismatch if the owner refused us
+                    log.info("code exchange with %r done", target)
+                    return
+                log.warning("ignoring %s before the code exchange", envelope.command.name)
+    except TimeoutError:
+        raise ConnectTimeout(f"the code's owner {target!r} did not answer in time") from None
+
+
+def _local_description(pc: RTCPeerConnection) -> SessionDescription:
+    local = pc.localDescription
+    return SessionDescription(type=local.type, sdp=local.sdp)
 
 
 async def _offer_side_pump(
@@ -294,10 +373,18 @@ async def _offer_side_pump(
                 )
                 continue
             await signaling.acknowledge(envelope.command)
+            auth = negotiation.auth
             if envelope.command is Command.ANSWER and not negotiation.remote_set:
                 description = decode_description(request.body, Command.ANSWER, "answer")
+                if auth is not None:
+                    await _open_or_abort(
+                        signaling, auth, request.body, description, peer_id, request.source
+                    )
                 await negotiation.set_remote(description)
                 log.info("answer from %r applied", request.source)
+            elif envelope.command is Command.CANDIDATE and is_pake_body(request.body):
+                if auth is not None and request.body == ABORT_BODY:
+                    auth.receive(request.body)  # raises CodeMismatch
             elif envelope.command is Command.CANDIDATE:
                 await negotiation.add_candidate(request.body)
             else:
@@ -310,6 +397,25 @@ async def _offer_side_pump(
         if not channel.opened.is_set():
             raise PeerError(f"negotiation with {negotiation.remote_id!r} failed: {exc!r}") from exc
         log.warning("signaling error after the call was set up: %r", exc)
+
+
+async def _open_or_abort(
+    signaling: SignalingClient,
+    auth: CodeAuth,
+    body: bytes | None,
+    description: SessionDescription,
+    peer_id: str,
+    remote_id: str,
+) -> None:
+    """Check the peer's fingerprint MAC; if it is wrong, tell the peer (so it
+    gives up too, not waiting for its timeout) and raise CodeMismatch."""
+    try:
+        auth.open(body, description)
+    except CodeMismatch:
+        log.warning("fingerprint MAC from %r does not match", remote_id)
+        with contextlib.suppress(PeerError):
+            await signaling.send_candidate(peer_id, remote_id, auth.fail())
+        raise
 
 
 CallHandler = Callable[[Call], Awaitable[None]]
@@ -352,9 +458,16 @@ class AnswerPeer:
         reconnect: ReconnectPolicy | None = DEFAULT_RECONNECT,
         on_status: Callable[[str], None] | None = None,
         media: MediaHook | None = None,
+        code: Code | None = None,
     ) -> None:
+        if code is not None and peer_id != code.peer_id:
+            raise ValueError(f"a code's owner registers as {code.peer_id!r}, not {peer_id!r}")
         self.config = config
         self.peer_id = peer_id
+        #: one-time code mode: only a caller that proves it knows the code is
+        #: answered, and only one caller may try (see :meth:`_on_code_message`)
+        self.code = code
+        self._code_tried = False
         self.on_registered = on_registered
         self.media = media
         self.reconnect = reconnect
@@ -499,6 +612,7 @@ class AnswerPeer:
         ends; return the error that ended it. Calls are in ``tasks``, not
         tied to this connection: they outlive it."""
         early = _EarlyCandidates()
+        code_auths: dict[str, CodeAuth] = {}
         try:
             async for envelope in signaling.requests():
                 request = envelope.request
@@ -515,18 +629,29 @@ class AnswerPeer:
                     except ProtocolError as exc:
                         log.warning("bad offer from %r: %s", caller, exc)
                         continue
+                    auth = None
+                    if self.code is not None:
+                        auth = code_auths.get(caller)
+                        if auth is None or not auth.keyed:
+                            log.warning("ignoring an offer from %r: no code exchange", caller)
+                            continue
                     previous = self._calls.pop(caller, None)
                     if previous is not None:
                         previous[1].cancel()  # a caller that calls again starts afresh
                     pc = RTCPeerConnection(self.config.ice.rtc_configuration())
-                    negotiation = _Negotiation(pc, caller)
+                    negotiation = _Negotiation(pc, caller, auth)
                     negotiation.queue_early(early.take(caller))
                     self._started += 1
                     task = tasks.create_task(
-                        self._serve_call(signaling, negotiation, description, handler, events),
+                        self._serve_call(
+                            signaling, negotiation, description, handler, events, request.body
+                        ),
                         name=f"call-from-{caller}",
                     )
                     self._calls[caller] = (negotiation, task)
+                elif envelope.command is Command.CANDIDATE and is_pake_body(request.body):
+                    assert request.body is not None
+                    await self._on_code_message(signaling, caller, request.body, code_auths, events)
                 elif envelope.command is Command.CANDIDATE:
                     entry = self._calls.get(caller)
                     if entry is None:
@@ -539,6 +664,50 @@ class AnswerPeer:
         except SignalingError as exc:
             return exc
         raise AssertionError("requests() ends only with SignalingError")  # pragma: no cover
+
+    async def _on_code_message(
+        self,
+        signaling: SignalingClient,
+        caller: str,
+        body: bytes,
+        code_auths: dict[str, CodeAuth],
+        events: asyncio.Queue[_Event],
+    ) -> None:
+        """A code-exchange Candidate from ``caller``: its SPAKE2 message (the
+        code's one attempt; later callers are refused), or its abort."""
+        if self.code is None:
+            log.info("ignoring a code-exchange message from %r: we have no code", caller)
+            return
+        auth = code_auths.get(caller)
+        if body == ABORT_BODY:
+            entry = self._calls.get(caller)
+            if entry is not None:
+                entry[0].abort(CodeMismatch("the caller refused our proof of the code"))
+            elif auth is not None and not auth.failed:
+                auth.fail()  # before its offer: the attempt is over
+                events.put_nowait(("call-ended", CodeMismatch("the caller gave up")))
+            return
+        if self._code_tried:
+            log.warning("refusing a code exchange from %r: the code was used", caller)
+            with contextlib.suppress(PeerError):
+                await signaling.send_candidate(self.peer_id, caller, ABORT_BODY)
+            return
+        self._code_tried = True  # the one attempt, whatever happens next
+        auth = CodeAuth(self.code, "answer", caller, self.peer_id)
+        code_auths[caller] = auth
+        try:
+            auth.receive(body)
+        except PeerError as exc:
+            with contextlib.suppress(PeerError):
+                await signaling.send_candidate(self.peer_id, caller, auth.fail())
+            events.put_nowait(("call-ended", exc))
+            return
+        try:
+            await signaling.send_candidate(self.peer_id, caller, auth.message())
+        except PeerError as exc:
+            events.put_nowait(("call-ended", exc))
+            return
+        log.info("code exchange with %r done, waiting for its offer", caller)
 
     async def _run_handlers(
         self,
@@ -569,7 +738,8 @@ class AnswerPeer:
 
         watcher = asyncio.ensure_future(watch())
         try:
-            await handler(Call(first, pc, self.peer_id, caller, setup))
+            authenticated = negotiation.auth is not None
+            await handler(Call(first, pc, self.peer_id, caller, setup, authenticated))
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -582,10 +752,13 @@ class AnswerPeer:
         offer: SessionDescription,
         handler: CallHandler,
         events: asyncio.Queue[_Event],
+        offer_body: bytes | None = None,
     ) -> None:
-        pc, caller = negotiation.pc, negotiation.remote_id
+        pc, caller, auth = negotiation.pc, negotiation.remote_id, negotiation.auth
         error: BaseException | None = None
         try:
+            if auth is not None:
+                await _open_or_abort(signaling, auth, offer_body, offer, self.peer_id, caller)
             channels: asyncio.Queue[Channel] = asyncio.Queue()
             pc.on("datachannel", lambda dc: channels.put_nowait(Channel(dc)))
             if self.media is not None:
@@ -593,7 +766,8 @@ class AnswerPeer:
             await negotiation.set_remote(offer)
             await pc.setLocalDescription(await pc.createAnswer())
             _check_candidates(pc, self.config.ice)
-            await signaling.send_answer(self.peer_id, caller, _description_body(pc))
+            body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))
+            await signaling.send_answer(self.peer_id, caller, body)
             log.info("answered %r", caller)
             if self.media is not None and "m=application" not in offer.sdp:
                 # media only (WHEP players, browsers' recvonly offers)
@@ -601,15 +775,11 @@ class AnswerPeer:
                 return
             offered = asyncio.get_running_loop().time()
             deadline = offered + self.config.connect_timeout
-            try:
-                channel = await asyncio.wait_for(channels.get(), self.config.connect_timeout)
-            except TimeoutError:
-                raise ConnectTimeout(
-                    f"no data channel from {caller!r} within "
-                    f"{self.config.connect_timeout:g} s ({negotiation.state()})"
-                ) from None
+            channel = await _first_channel(channels, negotiation, self.config.connect_timeout)
             remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-            await _wait_open(channel, negotiation, remaining, None, self.config.connect_timeout)
+            await _wait_open(
+                channel, negotiation, remaining, negotiation.aborted, self.config.connect_timeout
+            )
             log.info("data channel open with %r via %s", caller, selected_pair(pc))
             setup = asyncio.get_running_loop().time() - offered
             await self._run_handlers(handler, channel, channels, negotiation, setup)
@@ -626,5 +796,28 @@ class AnswerPeer:
         finally:
             if self._calls.get(caller, (None, None))[1] is asyncio.current_task():
                 del self._calls[caller]
+            negotiation.forget_abort()
             await pc.close()
             events.put_nowait(("call-ended", error))
+
+
+async def _first_channel(
+    channels: asyncio.Queue[Channel], negotiation: _Negotiation, timeout: float
+) -> Channel:
+    """The caller's first data channel; ConnectTimeout if none comes in time,
+    CodeMismatch if the caller aborts the code exchange meanwhile."""
+    arrival = asyncio.ensure_future(channels.get())
+    waiters: set[asyncio.Future[Any]] = {arrival, negotiation.aborted}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not arrival.done():
+            arrival.cancel()
+    if arrival.done() and not arrival.cancelled():
+        return arrival.result()
+    if negotiation.aborted.done():
+        negotiation.aborted.result()  # raises the abort
+    raise ConnectTimeout(
+        f"no data channel from {negotiation.remote_id!r} within {timeout:g} s "
+        f"({negotiation.state()})"
+    )
