@@ -44,22 +44,9 @@ def _b64(text: object) -> bytes | None:
     return data if len(text) == 4 * ((len(data) + 2) // 3) else None
 
 
-def _is_b64(data: bytes) -> bool:
-    """:func:`_b64` would accept ``data`` (validation only, without decoding)."""
-    if len(data) % 4:
-        return False
-    rest = data.translate(None, _ALPHABET)  # only the padding may remain, at the end
-    return not rest or (rest == b"=" == data[-1:]) or (rest == b"==" == data[-2:])
-
-
-def _json_string(data: bytes) -> str | None:
-    """The value of the JSON string literal ``"<data>"`` when it has no escapes."""
-    if len(data.translate(None, _NOT_IN_STRING)) != len(data):
-        return None
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
+#: what remains of a ``"<base64>"}`` body (the end of a Go payload) once the
+#: alphabet is deleted from it, by padding: the quotes, ``}`` and the ``=``s
+_BODY_REST = {b'""}': b'"}', b'"="}': b'="}', b'"=="}': b'=="}'}
 
 
 def _go_request(data: bytes) -> RouteHeader | None:
@@ -70,31 +57,44 @@ def _go_request(data: bytes) -> RouteHeader | None:
     The layout makes each value's extent certain (base64 and escape-free
     strings contain no quote), so the values are read by slicing instead of
     JSON parsing; the checks are the same. Any other layout returns None.
+
+    The relay's hot path (every forwarded frame), hence inlined: one C
+    decode of the payload, then one ``translate`` for both IDs and one for
+    the body, without calls or copies.
     """
     if data[:11] != b'{"command":' or data[12:24] != b',"payload":"' or data[-2:] != b'"}':
         return None
     command = _REQUESTS.get(data[11] - 48)
     if command is None:
         return None
-    encoded = data[24:-2]
     try:
-        payload = _a2b(encoded, strict_mode=True)
+        payload = _a2b(data[24:-2], strict_mode=True)
     except binascii.Error:
         return None
-    if len(encoded) != 4 * ((len(payload) + 2) // 3) or payload[:11] != b'{"source":"':
+    if len(data) - 26 != 4 * ((len(payload) + 2) // 3) or payload[:11] != b'{"source":"':
         return None
     i = payload.find(b'","target":"', 11)
     j = payload.find(b'","body":', i + 12) if i > 0 else -1
     if j < 0:
         return None
-    source = _json_string(payload[11:i])
-    target = _json_string(payload[i + 12 : j])
-    if source is None or target is None:
+    # source","target":"target: the four quotes of the separator must be the
+    # only characters that may not appear raw in a JSON string
+    ids = payload[11:j]
+    if len(ids) - len(ids.translate(None, _NOT_IN_STRING)) != 4:
+        return None
+    try:
+        source = payload[11:i].decode()
+        target = payload[i + 12 : j].decode()
+    except UnicodeDecodeError:
         return None
     body = payload[j + 9 :]
-    if body == b"null}" or (body[:1] == b'"' and body[-2:] == b'"}' and _is_b64(body[1:-2])):
-        return RouteHeader(command, source, target)
-    return None
+    if body != b"null}":
+        # "<base64>"}: a multiple of 4 characters between the quotes, of the
+        # alphabet but for the padding at the end
+        end = _BODY_REST.get(body.translate(None, _ALPHABET))
+        if end is None or body[:1] != b'"' or not body.endswith(end) or (len(body) - 3) % 4:
+            return None
+    return RouteHeader(command, source, target)
 
 
 def peek_request(frame: bytes | str) -> RouteHeader | None:

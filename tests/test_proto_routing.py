@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,37 @@ def test_golden_requests_take_the_fast_path() -> None:
             agrees(variant)
             if decode(variant).command.is_request:
                 assert peek_request(variant) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '"QUFB"}x',  # bytes after the closing brace
+        '"QUFB"}abcd',
+        '"QUFBQUFB"}abcd',
+        '"QUFB"}}',
+        '"QQ=="}"',
+        '"QQ==""}',  # a quote inside
+        '"Q=Q="}',  # padding not at the end
+        '"QQ=="x}',
+        'x"QUFB"}',
+        '"QUF"}',  # not a multiple of 4
+        '"QUFB}',
+        '"QUFB"',
+        '"QU\\nFB"}',
+        '""}',
+        '"QQ=="}',
+        '"QUE="}',
+        "null}",
+        "null}}",
+    ],
+)
+def test_go_layout_body_tail_is_checked_like_decode(body: str) -> None:
+    """The Go-layout reader's one-pass body check accepts exactly the bodies decode accepts."""
+    for source, target in (("a", "b"), ("", ""), ("é", "x"), ('a"', "b"), ("a", "b\\")):
+        payload = f'{{"source":"{source}","target":"{target}","body":{body}'.encode()
+        encoded = base64.b64encode(payload).decode()
+        for command in (1, 3):
+            frame = f'{{"command":{command},"payload":"{encoded}"}}'
+            agrees(frame)
+            agrees(frame.encode())

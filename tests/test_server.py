@@ -107,6 +107,30 @@ def test_full_flow_acks_and_forwards_verbatim() -> None:
     run(main())
 
 
+def test_full_flow_on_uvloop() -> None:
+    """The server relays and acknowledges the same on uvloop (``serve --loop uvloop``)."""
+    import uvloop
+
+    async def main() -> str:
+        async with (
+            asyncio.timeout(WAIT * 4),
+            running_server() as server,
+            client(server.url, "/register") as answerer,
+            client(server.url, "/offer") as offerer,
+        ):
+            await register(answerer, "alice")
+            await relay_offer(offerer, answerer, "bob", "alice", "v=0\r\no=- offer\r\n")
+            sent = answer_frame("alice", "bob", "v=0\r\no=- answer\r\n")
+            await answerer.send(sent)
+            await expect_response(answerer, Command.ANSWER_RESPONSE, 0)
+            assert await recv_frame(offerer) == sent
+            await offerer.send(offer_frame("bob", "nobody"))
+            await expect_response(offerer, Command.OFFER_RESPONSE, NOT_FOUND)
+            return type(asyncio.get_running_loop()).__module__
+
+    assert uvloop.run(main()).startswith("uvloop")
+
+
 def test_text_frames_get_text_replies_and_forward_as_text() -> None:
     """Text frames work like binary ones; replies are text; forwards keep the sender's type."""
 

@@ -190,6 +190,26 @@ def test_signal_server_proc_fixture_serves_a_full_call(signal_server_proc: str) 
     run(main())
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_loop_option_serves_a_call_on_the_chosen_event_loop(
+    server_process_factory: ServerFactory, loop: str
+) -> None:
+    """``--loop uvloop`` and ``--loop asyncio``: the server logs the loop it runs on and relays."""
+    proc, url = server_process_factory("--loop", loop, "--log-level", "debug")
+
+    async def main() -> None:
+        async with client(url, "/register") as answerer, client(url, "/offer") as offerer:
+            await register(answerer, "alice")
+            sent = offer_frame("bob", "alice")
+            await offerer.send(sent)
+            await expect_response(offerer, Command.OFFER_RESPONSE, 0)
+            assert await recv_frame(answerer) == sent
+            await offer(offerer, "bob", "nobody", expect_code=NOT_FOUND)
+
+    run(main())
+    assert f"event loop: {loop}" in server_stderr(proc)
+
+
 def test_max_frame_size_option_is_honoured(server_process_factory: ServerFactory) -> None:
     """``--max-frame-size 1024``: 1.5 KiB gets 413 and the session lives; > 4 KiB closes 1009."""
     _, url = server_process_factory("--max-frame-size", "1024")
