@@ -50,14 +50,12 @@ Rules (codes are documented in the README):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
 from rtc_signal.proto.routing import peek_request
 from rtc_signal.signaling.actions import (
     BAD_REQUEST,
-    CLAIMED,
     CONFLICT,
     FORBIDDEN,
     LOGGED_REFUSALS,
@@ -65,8 +63,6 @@ from rtc_signal.signaling.actions import (
     OK,
     REFUSALS_PER_LINE,
     RESPONSE,
-    SERVICE_UNAVAILABLE,
-    TAKEN,
     TOO_LARGE,
     TOO_MANY_REQUESTS,
     Action,
@@ -89,10 +85,10 @@ from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.registry import ANSWER, OFFER, LocalRegistry, Registry
 from rtc_signal.signaling.room_rules import RoomRules
 from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE
+from rtc_signal.signaling.router_cluster import ClusterRouting
+from rtc_signal.signaling.router_state import ConnState, Hold, RouterStats, not_token_id
 
 log = logging.getLogger(__name__)
-
-_UNAVAILABLE = "the cluster is unavailable (its Redis is unreachable); try again later"
 
 __all__ = [
     "BAD_REQUEST",
@@ -116,49 +112,7 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
-class _Conn:
-    path: Path
-    #: the registered (answer) or bound (offer) peer ID, once known
-    peer_id: str | None = None
-    #: the answer peer's resume key (query parameter of /register), if any
-    resume: str | None = None
-    #: the only ID this connection may use (its token's), or None: any ID
-    allowed_id: str | None = None
-    #: the only room it may join (its room token's), or None
-    allowed_room: str | None = None
-    #: how many of its frames were refused (for the log)
-    refusals: int = 0
-    #: the ID claimed across the cluster for it (clustered routers only)
-    claimed: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    resume: str
-    token: int
-    #: the grace period the I/O layer holds it for (seconds), if it said
-    grace: float | None = None
-
-
-@dataclass
-class RouterStats:
-    frames: int = 0
-    forwarded: int = 0
-    errors: int = 0
-    by_code: dict[int, int] = field(default_factory=dict)
-    #: frames by command (None: a frame whose command could not be read)
-    by_command: dict[Command | None, int] = field(default_factory=dict)
-    #: connections made, by path (for /metrics)
-    connections: dict[Path, int] = field(default_factory=dict)
-
-
-def _not_token_id(peer_id: str, state: _Conn) -> str:
-    token_id = clip(state.allowed_id)
-    return f"source {clip(peer_id)} is not the ID of this connection's token ({token_id})"
-
-
-class Router:
+class Router(ClusterRouting):
     """Registry of peers and routing of envelopes between their connections."""
 
     def __init__(
@@ -174,13 +128,13 @@ class Router:
         self._claiming: dict[tuple[str, str], ConnId] = {}
         #: (kind, ID) no longer this node's, for the I/O layer (take_freed)
         self._freed: list[tuple[str, str]] = []
-        self._conns: dict[ConnId, _Conn] = {}
+        self._conns: dict[ConnId, ConnState] = {}
         self._answers: dict[str, ConnId] = {}
         self._offers: dict[str, ConnId] = {}
         self._replies = Replies()
         self.stats = RouterStats()
         #: answer-peer IDs held for a reconnect, by ID
-        self._held: dict[str, _Hold] = {}
+        self._held: dict[str, Hold] = {}
         self._hold_tokens = 0
         self._calls = CallTable()
         self._rooms = RoomRules(self._error, self._ack, max_room_size)
@@ -198,7 +152,7 @@ class Router:
         """A new connection; ``resume`` is the resume key it came with (/register),
         ``allowed_id`` the ID its token grants (None: any), in ``allowed_room``
         for a room token."""
-        self._conns[conn] = _Conn(
+        self._conns[conn] = ConnState(
             path, resume=resume or None, allowed_id=allowed_id, allowed_room=allowed_room
         )
         connections = self.stats.connections
@@ -241,7 +195,7 @@ class Router:
         del registry[state.peer_id]
         if hold and state.path is Path.REGISTER and state.resume is not None:
             self._hold_tokens += 1
-            self._held[state.peer_id] = _Hold(state.resume, self._hold_tokens, grace)
+            self._held[state.peer_id] = Hold(state.resume, self._hold_tokens, grace)
             log.info("answer peer %s left; its ID is held for it to reconnect", clip(state.peer_id))
             return Held(state.peer_id, self._hold_tokens)  # its calls wait for it too
         if state.path is Path.REGISTER:
@@ -273,113 +227,6 @@ class Router:
         without signaling for :data:`~signaling.calls.IDLE_TICKS` ticks end.
         Returns how many ended."""
         return self._calls.tick() + self._rooms.tick() + self.registry.tick()
-
-    # -- the cluster (a ClusterRegistry; see signaling.registry) ------------------
-
-    def claimed(self, claim: Claim, outcome: str) -> list[Action]:
-        """The cluster's answer to ``claim`` (CLAIMED, TAKEN or UNAVAILABLE;
-        LOCAL for an offer ID the server made up): the claim's frame handled
-        again, or its refusal (409, 503).
-
-        With the cluster unavailable (Redis down), an offer peer binds its
-        ID on this node alone, so that calls between peers of this node go
-        on; the I/O layer claims it with every other ID once Redis is back.
-        """
-        key = (claim.kind, claim.peer_id)
-        if self._claiming.get(key) == claim.conn:
-            del self._claiming[key]
-        state = self._conns.get(claim.conn)
-        if state is None:  # closed while claiming
-            if outcome == CLAIMED:
-                self._freed.append(key)
-            return []
-        text = isinstance(claim.frame, str)
-        if outcome == CLAIMED or (outcome != TAKEN and claim.kind == OFFER):
-            state.claimed = claim.peer_id
-            self.stats.frames -= 1  # (counted when it first came)
-            return self.receive(claim.conn, claim.frame)
-        if outcome == TAKEN:
-            what = "registered" if claim.kind == ANSWER else "in use"
-            msg = f"ID {clip(claim.peer_id)} is already {what}"
-            return [self._error(claim.conn, claim.reply, CONFLICT, msg, text)]
-        return [self._error(claim.conn, claim.reply, SERVICE_UNAVAILABLE, _UNAVAILABLE, text)]
-
-    def remote_result(
-        self, sender: ConnId, reply: Command, text: bool, code: int, target_id: str
-    ) -> Send:
-        """The reply to a :class:`RemoteForward` of ``sender``'s once its
-        outcome is known: ``code`` 0 (handed over), 403, 404 or 503."""
-        if code == OK:
-            return self._ok(sender, reply, text)
-        if code == FORBIDDEN:
-            msg = f"{clip(target_id)} has not called this peer"
-        elif code == NOT_FOUND:
-            msg = f"no peer is registered as {clip(target_id)}"
-        else:
-            code, msg = SERVICE_UNAVAILABLE, _UNAVAILABLE
-        return self._error(sender, reply, code, msg, text)
-
-    def deliver_remote(
-        self, node: str, kind: str, source_id: str, target_id: str
-    ) -> tuple[ConnId | None, int]:
-        """A frame from ``source_id`` on ``node`` for this node's ``target_id``
-        (of ``kind``): the connection to write it to, or None and why (404,
-        or 403 for an offer peer that did not call ``source_id``)."""
-        if kind == ANSWER:
-            conn = self._answers.get(target_id)
-            if conn is None:
-                return None, NOT_FOUND
-            self.registry.remote_call(target_id, source_id, node)
-        else:
-            conn = self._offers.get(target_id)
-            if conn is None:
-                return None, NOT_FOUND
-            if not self._calls.touch(conn, source_id):
-                return None, FORBIDDEN
-        self.stats.forwarded += 1
-        return conn, OK
-
-    def moved(self, peer_id: str) -> None:
-        """Answer peer ``peer_id`` resumed on another node (its resume key):
-        forget its hold here, or the connection it left, without freeing
-        the ID (it is the other node's now)."""
-        self._held.pop(peer_id, None)
-        conn = self._answers.pop(peer_id, None)
-        if conn is not None:
-            state = self._conns[conn]
-            state.peer_id = state.claimed = None
-        self._calls.drop_answer(peer_id)
-        self.registry.drop_answer(peer_id)
-        log.info("answer peer %s resumed on another node", clip(peer_id))
-
-    def take_freed(self) -> list[tuple[str, str]]:
-        """The (kind, ID) that stopped being this node's since the last call."""
-        freed, self._freed = self._freed, []
-        return freed
-
-    def local_ids(self) -> list[tuple[str, str, str | None]]:
-        """Every (kind, ID, resume key) this node holds: registered, held and
-        bound offer IDs (to claim again after Redis lost them)."""
-        ids: list[tuple[str, str, str | None]] = []
-        for state in self._conns.values():
-            if state.claimed is not None:
-                kind = ANSWER if state.path is Path.REGISTER else OFFER
-                ids.append((kind, state.claimed, state.resume))
-        ids.extend((ANSWER, peer_id, hold.resume) for peer_id, hold in self._held.items())
-        return ids
-
-    def _claim(
-        self, conn: ConnId, state: _Conn, kind: str, peer_id: str, frame: Frame, reply: Command
-    ) -> Action:
-        """Claim ``peer_id`` across the cluster before ``conn`` uses it."""
-        key = (kind, peer_id)
-        claimer = self._claiming.get(key)
-        if claimer is not None and claimer != conn:
-            what = "registered" if kind == ANSWER else "in use"
-            msg = f"ID {clip(peer_id)} is already {what}"
-            return self._error(conn, reply, CONFLICT, msg, isinstance(frame, str))
-        self._claiming[key] = conn
-        return Claim(conn, kind, peer_id, state.resume, frame, reply)
 
     # -- queries -----------------------------------------------------------
 
@@ -525,7 +372,7 @@ class Router:
     # -- rules ---------------------------------------------------------------
 
     def _register(
-        self, conn: ConnId, state: _Conn, peer_id: str, frame: Frame, text: bool
+        self, conn: ConnId, state: ConnState, peer_id: str, frame: Frame, text: bool
     ) -> Action:
         reply = Command.INIT_RESPONSE
         if state.path is not Path.REGISTER:
@@ -533,7 +380,7 @@ class Router:
         if not peer_id:
             return self._error(conn, reply, BAD_REQUEST, "init needs a non-empty source ID", text)
         if state.allowed_id is not None and peer_id != state.allowed_id:
-            return self._error(conn, reply, FORBIDDEN, _not_token_id(peer_id, state), text)
+            return self._error(conn, reply, FORBIDDEN, not_token_id(peer_id, state), text)
         if state.peer_id is not None and state.peer_id != peer_id:
             return self._error(
                 conn,
@@ -567,7 +414,7 @@ class Router:
         log.info("answer peer %s registered", clip(peer_id))
         return self._ok(conn, reply, text)
 
-    def _take_over(self, holder: ConnId, state: _Conn) -> bool:
+    def _take_over(self, holder: ConnId, state: ConnState) -> bool:
         """Let ``state`` (same resume key) replace ``holder``, a connection of
         the same peer that dropped without the server noticing yet (it would
         otherwise hold the ID until the keepalive times it out)."""
@@ -582,7 +429,7 @@ class Router:
     def _route(
         self,
         conn: ConnId,
-        state: _Conn,
+        state: ConnState,
         command: Command,
         source: str,
         target: str,
@@ -632,7 +479,7 @@ class Router:
                     )
                 ]
             if state.peer_id is None and state.allowed_id not in (None, source):
-                return [self._error(conn, reply, FORBIDDEN, _not_token_id(source, state), text)]
+                return [self._error(conn, reply, FORBIDDEN, not_token_id(source, state), text)]
             holder = self._offers.get(source)
             if holder is not None and holder != conn:
                 return [
@@ -667,7 +514,7 @@ class Router:
         return [Forward(target_conn, frame, conn, self._ack(reply, text), reply, target)]
 
     def _check_call(
-        self, conn: ConnId, state: _Conn, target: str, target_conn: ConnId
+        self, conn: ConnId, state: ConnState, target: str, target_conn: ConnId
     ) -> str | None:
         """Start or check the call this request belongs to; why not, if refused."""
         if state.path is Path.OFFER:
