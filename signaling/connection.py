@@ -558,11 +558,12 @@ class FastPathConnection(ServerConnection):
             # address holds its share: refuse at once, before reading
             # anything (HTTP allows an early response)
             self.gate = None  # never counted
-            assert isinstance(transport, asyncio.WriteTransport)
+            # (self.transport, the one websockets keeps: uvloop's transports
+            # are not asyncio.WriteTransport instances, so no isinstance here)
             refusal = PER_IP_RESPONSE if verdict.refusal is Refusal.PER_IP else FULL_RESPONSE
-            transport.write(refusal)
+            self.transport.write(refusal)
             self.counters.bytes_out += len(refusal)
-            transport.close()
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
