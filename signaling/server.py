@@ -338,6 +338,12 @@ class SignalingServer:
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout)
             )
         self._schedule_call_tick()
+        # The full decoder (pydantic, ~0.25 s to import on a slow machine) is
+        # needed at the first response a peer sends (the ack of the first
+        # forwarded offer): imported then, it held up that call's answer and
+        # every client by as long. Import it now, before anyone is connected,
+        # once this start has returned (startup stays as fast).
+        asyncio.get_running_loop().call_soon(_import_full_decoder)
         log.info("listening on %s", self.url)
         self._log_security()
         if self.pages is not None:
@@ -977,6 +983,12 @@ class SignalingServer:
             if ws is not None and ws.ping_payload is payload:
                 log.debug("conn %s: no pong within the ping timeout", conn)
                 ws.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+
+def _import_full_decoder() -> None:
+    """Import what :meth:`Router.receive` imports lazily for responses and
+    malformed frames (see the call in :meth:`SignalingServer.start`)."""
+    import rtc_signal.proto.envelope  # noqa: F401
 
 
 def _refusal(
