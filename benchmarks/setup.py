@@ -64,7 +64,7 @@ from _common import (
 )
 from bench_cli import aiortc_tuning, event_loop
 
-SETUP_TWEAKS = ("ice_pacing", "dtls_warmup")
+SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open")
 BASELINE = "no set-up tweaks"
 
 
@@ -78,8 +78,8 @@ def variants() -> dict[str, dict[str, str]]:
 
     return {
         "tuned": {},
-        "without ice_pacing": without("ice_pacing"),
-        "without dtls_warmup": without("dtls_warmup"),
+        **{f"without {name}": without(name) for name in SETUP_TWEAKS},
+        "ice_pacing + dtls_warmup only": without("dtls_context", "dcep_open"),
         BASELINE: without(*SETUP_TWEAKS),
         "no tuning": {"RTC_PEER_NO_TUNING": "1"},
     }
