@@ -64,7 +64,7 @@ from _common import (
 )
 from bench_cli import aiortc_tuning, event_loop
 
-SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open")
+SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open", "fingerprint_cache")
 BASELINE = "no set-up tweaks"
 
 
@@ -79,7 +79,7 @@ def variants() -> dict[str, dict[str, str]]:
     return {
         "tuned": {},
         **{f"without {name}": without(name) for name in SETUP_TWEAKS},
-        "ice_pacing + dtls_warmup only": without("dtls_context", "dcep_open"),
+        "ice_pacing + dtls_warmup only": without(*SETUP_TWEAKS[2:]),
         BASELINE: without(*SETUP_TWEAKS),
         "no tuning": {"RTC_PEER_NO_TUNING": "1"},
     }

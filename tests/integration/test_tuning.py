@@ -472,7 +472,7 @@ async def _pc_pair(
     return offerer, answerer, channels
 
 
-@pytest.mark.parametrize("name", ["dtls_context", "dcep_open"])
+@pytest.mark.parametrize("name", ["dtls_context", "dcep_open", "fingerprint_cache"])
 def test_setup_tweak_is_applied_with_the_verified_aiortc(name: str) -> None:
     from aiortc.rtcdtlstransport import RTCCertificate
     from aiortc.rtcpeerconnection import RTCPeerConnection
@@ -484,12 +484,13 @@ def test_setup_tweak_is_applied_with_the_verified_aiortc(name: str) -> None:
             (RTCPeerConnection, "setLocalDescription"),
         ],
         "dcep_open": [(sctp.RTCSctpTransport, "_data_channel_flush")],
+        "fingerprint_cache": [(RTCCertificate, "getFingerprints")],
     }[name]
     for owner, attr in patched:
         assert getattr(owner, attr) is not tuning.original(owner, attr)
 
 
-@pytest.mark.parametrize("name", ["dtls_context", "dcep_open"])
+@pytest.mark.parametrize("name", ["dtls_context", "dcep_open", "fingerprint_cache"])
 def test_setup_tweak_is_skipped_with_an_unverified_aiortc(
     name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -499,6 +500,7 @@ def test_setup_tweak_is_skipped_with_an_unverified_aiortc(
     owner, attr = {
         "dtls_context": (RTCCertificate, "_create_ssl_context"),
         "dcep_open": (sctp.RTCSctpTransport, "_data_channel_flush"),
+        "fingerprint_cache": (RTCCertificate, "getFingerprints"),
     }[name]
     original_method = tuning.original(owner, attr)
     monkeypatch.setitem(tuning.VERIFIED, "aiortc", ("0.0.1",))
@@ -591,3 +593,20 @@ def test_dcep_open_opens_an_ordered_channel_before_the_ack_and_keeps_order() -> 
     assert got == ["ordered:0", "ordered:1", "ordered:2"]
     assert ordered_state == "open"
     assert unordered_state == "connecting"
+
+
+def test_fingerprint_cache_returns_aiortcs_fingerprints_as_new_objects() -> None:
+    """fingerprint_cache: every call returns fingerprints equal to aiortc's own
+    (each digest algorithm), as new objects, hashing the certificate only once."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    certificate = RTCCertificate.generateCertificate()
+    expected = tuning.original(RTCCertificate, "getFingerprints")(certificate)
+    first = certificate.getFingerprints()
+    assert "_tuning_fingerprints" in certificate.__dict__  # computed once, kept
+    second = certificate.getFingerprints()
+    assert first == second == expected
+    assert len(expected) == 3
+    assert all(a is not b for a, b in zip(first, second, strict=True))
+    other = RTCCertificate.generateCertificate()
+    assert other.getFingerprints() != first  # per certificate, not per process
