@@ -13,30 +13,47 @@ the same environment against its own answer peer. The figure is the bench's
 processes of a call run the same variant. Variants (peers/tuning.py):
 
 - ``tuned``: every tweak, as rtc-peer runs by default;
-- ``without ice_pacing`` / ``without dtls_warmup``: every tweak but that one
-  (what each is worth on its own);
-- ``no set-up tweaks``: every tweak but ``ice_pacing`` and ``dtls_warmup``:
-  aioice's ICE pacing and a cold DTLS context in each process, the same-run
-  baseline of what those two tweaks are worth;
+- ``without <tweak>`` for each set-up tweak (``ice_pacing``, ``dtls_warmup``,
+  ``dtls_context``, ``dcep_open``, ``fingerprint_cache``): every tweak but
+  that one (what each is worth on its own);
+- ``ice_pacing + dtls_warmup only``: the first two set-up tweaks without the
+  later three;
+- ``no set-up tweaks``: every tweak but the five set-up ones: aioice's ICE
+  pacing, a cold DTLS context in each process and so on, the same-run
+  baseline;
 - ``no tuning``: ``RTC_PEER_NO_TUNING=1``, aiortc/aioice as installed (reference).
 
 Prints the median (min-max) of each and the ratio of medians to the baseline.
 
-Measured so far only on a heavily shared 2-core VM (load average 9-20 during
-the run, other sessions' browsers and test suites), 10 runs each, ms::
+Measured on the shared 2-core VM with one other session running browser
+tests (load average ~2), ms (setup_ms from perf_counter since the later
+three tweaks; before, uvloop's 1 ms clock steps)::
 
-    variant               median   min   (ratio of medians to the baseline)
-    tuned                   56.0    28   0.73
-    without ice_pacing      70.0    50   0.92
-    without dtls_warmup     86.5    30   1.13
-    no set-up tweaks        76.5    48   1.00
-    no tuning              108.5    53   1.42
+    30 runs each                     median   min   vs baseline
+    tuned                              20.4    13   0.41
+    without dcep_open                  21.8    15   0.44
+    ice_pacing + dtls_warmup only      23.2    17   0.47
+    no set-up tweaks                   49.2    41   1.00
 
-The minimums (the calls that met a quiet moment) show the ~20 ms of pacing
-gone; the medians are mostly other processes' CPU. Both peers in one
-process on a quieter moment (same loop, so sequential work): 33 -> 13 ms
-median of 10 with ``ice_pacing``. To be re-measured on a quiet machine
-against the 12 ms target.
+    20 runs each, a quieter moment   median   min
+    tuned                              15.7    11
+    without dtls_context               16.1    14
+    without dcep_open                  18.9    14
+    ice_pacing + dtls_warmup only      17.4    15
+    no set-up tweaks                   42.8    39
+
+With 10 runs the tweaks worth under 1.5 ms each (dtls_context ~0.9 ms,
+fingerprint_cache ~0.5 ms, per the traces) drown in the load's +-3 ms; the
+earlier figures (10 runs, load 9-20): tuned 56.0, without ice_pacing 70.0,
+without dtls_warmup 86.5, baseline 76.5, no tuning 108.5.
+
+Where a tuned call's ~16 ms go (offerer and answer peer instrumented with
+timestamps, a calm run): offer through the server to the answer peer ~1.5;
+answer peer (RTCPeerConnection with a new certificate 0.9, setRemoteDescription
+1.3, createAnswer 0.5, setLocalDescription 1.6 of which gathering 0.9) ~5;
+answer through the server ~1.4; offerer's setRemoteDescription 1-1.5; ICE
+check round trip ~1.3; DTLS handshake (2 round trips, ECDHE and ECDSA on both
+sides) ~4; SCTP four-way handshake ~1.6; DCEP OPEN handed to SCTP ~0.2.
 Loopback only; no ICE server. rtc-peer runs on uvloop when installed, whose
 clock has millisecond steps: setup_ms comes in whole milliseconds then.
 Bounded: every child has a timeout, the whole run ``--time-limit`` (SIGALRM),
@@ -64,7 +81,7 @@ from _common import (
 )
 from bench_cli import aiortc_tuning, event_loop
 
-SETUP_TWEAKS = ("ice_pacing", "dtls_warmup")
+SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open", "fingerprint_cache")
 BASELINE = "no set-up tweaks"
 
 
@@ -78,8 +95,8 @@ def variants() -> dict[str, dict[str, str]]:
 
     return {
         "tuned": {},
-        "without ice_pacing": without("ice_pacing"),
-        "without dtls_warmup": without("dtls_warmup"),
+        **{f"without {name}": without(name) for name in SETUP_TWEAKS},
+        "ice_pacing + dtls_warmup only": without(*SETUP_TWEAKS[2:]),
         BASELINE: without(*SETUP_TWEAKS),
         "no tuning": {"RTC_PEER_NO_TUNING": "1"},
     }

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -275,6 +276,9 @@ async def call(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.connect_timeout
     with restrict_host_addresses(config.ice.host_addresses):
+        # the process's first DTLS context costs ~5-7 ms once: pay it while the
+        # signaling connection is being set up (peers/tuning.py, dtls_warmup)
+        loop.call_soon(warm_up)
         signaling = await SignalingClient.connect(
             config.signal_url,
             "/offer",
@@ -295,11 +299,11 @@ async def call(
             channel = Channel(pc.createDataChannel(label, protocol=protocol))
             await pc.setLocalDescription(await pc.createOffer())
             _check_candidates(pc, config.ice)
-            offered = loop.time()
+            offered = time.perf_counter()  # (uvloop's loop.time() has 1 ms steps)
             body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))
             await signaling.send_offer(peer_id, target, body)
             log.info("offer sent to %r as %r", target, peer_id)
-            warm_up()  # while the answer is on its way (peers/tuning.py)
+            warm_up()  # (if not done yet) while the answer is on its way
             negotiation = _Negotiation(pc, target, auth)
             pump = asyncio.create_task(
                 _offer_side_pump(signaling, negotiation, peer_id, channel),
@@ -308,7 +312,8 @@ async def call(
             remaining = max(0.0, deadline - loop.time())
             await _wait_open(channel, negotiation, remaining, pump, config.connect_timeout)
             log.info("data channel open with %r via %s", target, selected_pair(pc))
-            yield Call(channel, pc, peer_id, target, loop.time() - offered, auth is not None)
+            setup = time.perf_counter() - offered
+            yield Call(channel, pc, peer_id, target, setup, auth is not None)
         finally:
             if pump is not None:
                 pump.cancel()

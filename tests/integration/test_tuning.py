@@ -444,3 +444,169 @@ def test_dtls_warm_up_does_the_first_contexts_lazy_work_only_when_applied(applie
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split() == ["False", str(applied)]
+
+
+# -- dtls_context and dcep_open -------------------------------------------------------
+
+
+async def _pc_pair(
+    prepare_answer: Any = None, *labels: tuple[str, bool]
+) -> tuple[Any, Any, list[Any]]:
+    """Two real RTCPeerConnections on 127.0.0.1 in this process; the offerer
+    creates one channel per (label, ordered). ``prepare_answer(pc)`` runs on
+    the answering connection once its SCTP transport exists."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from rtc_signal.peers.ice import restrict_host_addresses
+
+    offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    channels = [offerer.createDataChannel(label, ordered=ordered) for label, ordered in labels]
+    with restrict_host_addresses(["127.0.0.1"]):
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        if prepare_answer is not None:
+            prepare_answer(answerer)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+    return offerer, answerer, channels
+
+
+@pytest.mark.parametrize("name", ["dtls_context", "dcep_open", "fingerprint_cache"])
+def test_setup_tweak_is_applied_with_the_verified_aiortc(name: str) -> None:
+    from aiortc.rtcdtlstransport import RTCCertificate
+    from aiortc.rtcpeerconnection import RTCPeerConnection
+
+    assert name in tuning.applied()
+    patched = {
+        "dtls_context": [
+            (RTCCertificate, "_create_ssl_context"),
+            (RTCPeerConnection, "setLocalDescription"),
+        ],
+        "dcep_open": [(sctp.RTCSctpTransport, "_data_channel_flush")],
+        "fingerprint_cache": [(RTCCertificate, "getFingerprints")],
+    }[name]
+    for owner, attr in patched:
+        assert getattr(owner, attr) is not tuning.original(owner, attr)
+
+
+@pytest.mark.parametrize("name", ["dtls_context", "dcep_open", "fingerprint_cache"])
+def test_setup_tweak_is_skipped_with_an_unverified_aiortc(
+    name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another aiortc version: aiortc's methods stay, and the skip is logged."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    owner, attr = {
+        "dtls_context": (RTCCertificate, "_create_ssl_context"),
+        "dcep_open": (sctp.RTCSctpTransport, "_data_channel_flush"),
+        "fingerprint_cache": (RTCCertificate, "getFingerprints"),
+    }[name]
+    original_method = tuning.original(owner, attr)
+    monkeypatch.setitem(tuning.VERIFIED, "aiortc", ("0.0.1",))
+    tuning.remove()
+    try:
+        with caplog.at_level("INFO", logger=tuning.__name__):
+            assert name not in tuning.apply((name,))
+        assert getattr(owner, attr) is original_method
+        assert any(
+            f"{name} skipped: installed aiortc" in record.getMessage() for record in caplog.records
+        )
+    finally:
+        monkeypatch.undo()
+        tuning.remove()
+        tuning.apply(tuning.NAMES)
+    assert getattr(owner, attr) is not original_method
+
+
+def test_dtls_context_is_built_after_set_local_description_and_taken_once() -> None:
+    """dtls_context: one loop turn after setLocalDescription the connection's
+    certificate holds its DTLS context; start() takes exactly that one, and a
+    second request builds a new context as aiortc does."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    from aiortc.rtcdtlstransport import SRTP_PROFILES
+
+    from rtc_signal.peers.ice import restrict_host_addresses
+
+    async def scenario() -> None:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            pc.createDataChannel("x")
+            with restrict_host_addresses(["127.0.0.1"]):
+                await pc.setLocalDescription(await pc.createOffer())
+            await asyncio.sleep(0)  # the turn the preparation was scheduled for
+            transport = pc.sctp.transport
+            cert = transport._RTCDtlsTransport__local_certificate
+            prepared = dict(cert.__dict__.get("_tuning_contexts", {}))
+            assert len(prepared) == 1
+            (context,) = prepared.values()
+            assert cert._create_ssl_context(srtp_profiles=SRTP_PROFILES) is context
+            again = cert._create_ssl_context(srtp_profiles=SRTP_PROFILES)
+            assert again is not context
+        finally:
+            await pc.close()
+
+    run(scenario(), timeout=30)
+
+
+def test_dcep_open_opens_an_ordered_channel_before_the_ack_and_keeps_order() -> None:
+    """dcep_open: with the answerer's DATA_CHANNEL_ACKs dropped, the offerer's
+    ordered channel opens anyway and its first messages arrive, in order, on
+    the channel the OPEN created; its unordered channel still waits for the ACK."""
+
+    def drop_acks(pc: Any) -> None:
+        transport = pc.sctp
+        flush = type(transport)._data_channel_flush
+
+        async def flush_without_acks() -> None:
+            queue = transport._data_channel_queue
+            for entry in list(queue):
+                if entry[1] == sctp.WEBRTC_DCEP and entry[2] == bytes((sctp.DATA_CHANNEL_ACK,)):
+                    queue.remove(entry)
+            await flush(transport)
+
+        transport._data_channel_flush = flush_without_acks
+
+    async def scenario() -> tuple[list[str], str, str]:
+        offerer, answerer, (ordered, unordered) = await _pc_pair(
+            drop_acks, ("ordered", True), ("unordered", False)
+        )
+        received: asyncio.Queue[str] = asyncio.Queue()
+        answerer.on(
+            "datachannel",
+            lambda dc: dc.on("message", lambda m: received.put_nowait(f"{dc.label}:{m}")),
+        )
+        opened = asyncio.Event()
+        ordered.on("open", opened.set)
+        try:
+            async with asyncio.timeout(20):
+                await opened.wait()
+                for n in range(3):
+                    ordered.send(str(n))
+                got = [await received.get() for _ in range(3)]
+            return got, ordered.readyState, unordered.readyState
+        finally:
+            await offerer.close()
+            await answerer.close()
+
+    got, ordered_state, unordered_state = run(scenario(), timeout=40)
+    assert got == ["ordered:0", "ordered:1", "ordered:2"]
+    assert ordered_state == "open"
+    assert unordered_state == "connecting"
+
+
+def test_fingerprint_cache_returns_aiortcs_fingerprints_as_new_objects() -> None:
+    """fingerprint_cache: every call returns fingerprints equal to aiortc's own
+    (each digest algorithm), as new objects, hashing the certificate only once."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    certificate = RTCCertificate.generateCertificate()
+    expected = tuning.original(RTCCertificate, "getFingerprints")(certificate)
+    first = certificate.getFingerprints()
+    assert "_tuning_fingerprints" in certificate.__dict__  # computed once, kept
+    second = certificate.getFingerprints()
+    assert first == second == expected
+    assert len(expected) == 3
+    assert all(a is not b for a, b in zip(first, second, strict=True))
+    other = RTCCertificate.generateCertificate()
+    assert other.getFingerprints() != first  # per certificate, not per process
