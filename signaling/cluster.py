@@ -408,7 +408,8 @@ class Cluster:
         self._up = False
         self._fail_pending()
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self._redis.aclose()
         self._redis = None
 
     # -- what the server asks -------------------------------------------------
@@ -551,8 +552,11 @@ class Cluster:
                 tasks.create_task(self._write(redis))
                 tasks.create_task(self._heartbeat(redis))
         finally:
+            # bounded: redis-py's close of a connection cancelled mid-read can
+            # wait on it for good, and a node's shutdown must end
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await pubsub.aclose()
 
     async def _beat(self, redis: Any) -> None:
         pipe = redis.pipeline(transaction=False)

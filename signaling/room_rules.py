@@ -91,6 +91,9 @@ class RoomRules:
         self.remote = RemoteRooms()
         #: rooms with joins under way here -> how many (their Presence counts)
         self._joining: dict[str, int] = {}
+        #: members elsewhere seen leaving a room while a join here was under
+        #: way: the bus may bring the leave before the Join's answer lists them
+        self._gone: dict[str, set[str]] = {}
         # a member may be in a call with every other member of its room
         self._calls = CallTable(max_per_offer=max(max_size - 1, 1))
 
@@ -280,6 +283,7 @@ class RoomRules:
         node, seq), oldest first)."""
         conn, room, member, text = claim.conn, claim.room, claim.member, claim.text
         reply = Command.JOIN_RESPONSE
+        gone = self._gone.get(room, set())
         self._unjoining(room)
         if not isinstance(outcome, tuple):
             self._forget_if_unused(room)
@@ -293,7 +297,7 @@ class RoomRules:
             return [self._error(conn, reply, SERVICE_UNAVAILABLE, msg, text)]
         seq, before = outcome
         for other, node, other_seq in before:
-            if node != self.node:
+            if node != self.node and other not in gone:
                 self.remote.add(room, other, node, other_seq)
         result = self.table.join(conn, room, member, text, seq)
         if isinstance(result, Refusal):  # (its connection joined meanwhile: not here)
@@ -327,7 +331,10 @@ class RoomRules:
             ):
                 return []  # (a room this node has no member in any more)
             self.remote.add(room, member, node, seq)
+            self._gone.get(room, set()).discard(member)
         elif not self.remote.remove(room, member):
+            if room in self._joining:
+                self._gone.setdefault(room, set()).add(member)
             return []
         else:
             self._calls.drop_answer(_call_key(room, member))  # local offerers' calls to it
@@ -402,6 +409,7 @@ class RoomRules:
             self._joining[room] = count
         else:
             self._joining.pop(room, None)
+            self._gone.pop(room, None)
 
     def _forget_if_unused(self, room: str) -> None:
         if room not in self._joining and not self.table.connections(room):

@@ -6,9 +6,12 @@ cluster-wide, and a dead node's members leave."""
 
 from __future__ import annotations
 
-from rtc_signal.proto import Command, encode_request
-from rtc_signal.proto.rooms import Presence
+from rtc_signal.proto import Command, decode, encode_request
+from rtc_signal.proto.rooms import Presence, parse_presence
+from rtc_signal.signaling.actions import ROOM, Path, RemoteForward, RoomClaim, RoomLeft, Send
 from rtc_signal.signaling.cluster import ROOM_JOIN
+from rtc_signal.signaling.registry import ClusterRegistry
+from rtc_signal.signaling.router import NOT_FOUND, Router
 from tests.conftest import (
     answer_frame,
     candidate_frame,
@@ -193,3 +196,48 @@ def test_the_members_of_a_dead_node_leave_within_the_liveness_bound(
                 assert await join(g, "g", "r1") == ("a",)
 
     run(scenario())
+
+
+def _room_node() -> Router:
+    router = Router(registry=ClusterRegistry("n1"))
+    router.connect(1, Path.ROOM)
+    router.connect(2, Path.ROOM)
+    return router
+
+
+def _presence_of(action: object) -> Presence:
+    assert isinstance(action, Send) and action.notice, action
+    frame = action.frame
+    return parse_presence(decode(frame).request.body)
+
+
+def test_a_leave_that_overtakes_the_join_answer_is_not_lost() -> None:
+    """(sans-I/O) g on node n9 leaves r1 while a's Join is in Redis: the bus
+    brings the leave before the Join's answer, which still lists g; a's
+    members list leaves g out, and a relay to g is 404, not a stale forward."""
+    router = _room_node()
+    (claim,) = router.receive(1, encode_request(Command.JOIN, "a", "r1"))
+    assert isinstance(claim, RoomClaim)
+    assert router.room_presence("leave", "r1", "g", "n9", 0) == []
+    actions = router.room_claimed(claim, (7, [("g", "n9", 3)]))
+    assert _presence_of(actions[1]) == Presence("r1", "members", members=())
+    (refusal,) = router.receive(1, offer_frame("a", "g"))
+    assert isinstance(refusal, Send)
+    assert decode(refusal.frame).response.code == NOT_FOUND
+
+
+def test_a_join_that_overtakes_the_join_answer_is_listed_in_order() -> None:
+    """(sans-I/O) h (n9) joins after a's Join ran in Redis but its Presence
+    comes first: a's members list has the older f then h, by join seq, and a's
+    relays to both go to node n9 (RemoteForward); a's place is freed on leave."""
+    router = _room_node()
+    (claim,) = router.receive(1, encode_request(Command.JOIN, "a", "r1"))
+    assert isinstance(claim, RoomClaim)
+    assert router.room_presence("join", "r1", "h", "n9", 9) == []  # (nobody here yet)
+    actions = router.room_claimed(claim, (7, [("f", "n9", 3)]))
+    assert _presence_of(actions[1]) == Presence("r1", "members", members=("f", "h"))
+    for target in ("f", "h"):
+        (forward,) = router.receive(1, offer_frame("a", target))
+        assert isinstance(forward, RemoteForward) and forward.node == "n9"
+        assert (forward.kind, forward.target_id) == (ROOM, f"r1\n{target}")
+    assert router.leave_room(1) == [RoomLeft("r1", "a")]
