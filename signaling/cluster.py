@@ -610,16 +610,15 @@ class Cluster:
             log.info("node %s put its %d room members back", self.node, len(live))
 
     async def _heartbeat(self, redis: Any) -> None:
-        beats = 0
         while True:
             await asyncio.sleep(self.heartbeat)
             async with asyncio.timeout(REDIS_TIMEOUT):
                 await self._beat(redis)
-                beats += 1
-                if beats % 5 == 0:
-                    swept = await redis.eval(SWEEP, 0, self.node)
-                    if swept:
-                        log.info("swept the IDs of %d dead nodes", swept)
+                # every beat: a dead node's room members are seen leaving one
+                # heartbeat after its key expires (a few commands per node)
+                swept = await redis.eval(SWEEP, 0, self.node)
+                if swept:
+                    log.info("swept the IDs of %d dead nodes", swept)
             self._expire_pending()
 
     async def _write(self, redis: Any) -> None:
