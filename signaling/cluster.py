@@ -342,6 +342,8 @@ class Cluster:
         #: forwards awaiting the other node's reply: request -> (done, deadline)
         self._pending: dict[int, tuple[Callable[[int], None], float]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: close() has begun: the supervisor stops instead of reconnecting
+        self._closing = False
         self._connected = asyncio.Event()
 
     @property
@@ -382,10 +384,15 @@ class Cluster:
 
     async def close(self) -> None:
         """Leave: release this node's IDs and heartbeat, stop (bounded)."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # bounded: redis-py may turn the cancellation of a read into a
+            # connection error, which a TaskGroup reports instead of the
+            # cancellation; _supervise then stops on _closing, not on the cancel
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(REDIS_TIMEOUT * 2):
+                    await self._task
             self._task = None
         if self._redis is None:
             return
@@ -516,6 +523,8 @@ class Cluster:
                 await self._run_connected()
                 return
             except Exception as exc:  # (an ExceptionGroup from the TaskGroup, mostly)
+                if self._closing:  # (the cancellation of close(), swallowed)
+                    return
                 errors = exc.exceptions if isinstance(exc, ExceptionGroup) else [exc]
                 first = errors[0]
                 if not isinstance(first, RedisError | OSError | TimeoutError):
