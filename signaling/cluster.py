@@ -387,12 +387,16 @@ class Cluster:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-            # bounded: redis-py may turn the cancellation of a read into a
-            # connection error, which a TaskGroup reports instead of the
-            # cancellation; _supervise then stops on _closing, not on the cancel
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                async with asyncio.timeout(REDIS_TIMEOUT * 2):
-                    await self._task
+            # Not ``await self._task``: redis-py (8.2) may wait, uncancellably,
+            # for a command cancelled mid-flight; the task is waited for a
+            # bounded time, then its connections are dropped to free it.
+            done, _ = await asyncio.wait({self._task}, timeout=REDIS_TIMEOUT)
+            if not done and self._redis is not None:
+                log.warning("node %s: the cluster link is slow to stop; dropping it", self.node)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(REDIS_TIMEOUT):
+                        await self._redis.connection_pool.disconnect(inuse_connections=True)
+                await asyncio.wait({self._task}, timeout=REDIS_TIMEOUT)
             self._task = None
         if self._redis is None:
             return
