@@ -20,6 +20,15 @@ protocol is docs/PROTOCOL.md "Rooms"; in short:
   unknown member; 409 ID taken in the room, connection already in a room;
   503 room full.
 
+In a cluster (``node`` set) a room spans the nodes: a Join becomes a
+:class:`~signaling.actions.RoomClaim` (Redis checks the ID and the size limit
+and answers with the members before it, :meth:`RoomRules.claimed`); a leave
+adds a :class:`~signaling.actions.RoomLeft`; other nodes' members are known
+from :mod:`signaling.room_remote` (updated by :meth:`RoomRules.presence`), a
+relay to one is a :class:`~signaling.actions.RemoteForward` of kind ``room``
+checked with the same call rules, and relays from them come in through
+:meth:`RoomRules.deliver`. Without a cluster none of this runs.
+
 Room calls are kept in their own :class:`~signaling.calls.CallTable`, keyed
 ``room "\\n" member`` (a room name holds no newline), so they never mix with
 the 1:1 calls of the same IDs.
