@@ -105,7 +105,39 @@ class RemoteForward:
     reply: Command
 
 
-Action = Send | Forward | Claim | RemoteForward
+@dataclass(frozen=True, slots=True)
+class RoomClaim:
+    """Join ``member`` (for ``conn``) to ``room`` across the cluster: the
+    cluster checks the ID and the size limit atomically, tells the members'
+    other nodes, and answers with the members before it; then call
+    :meth:`Router.room_claimed`. Until then ``conn``'s next frames wait.
+    """
+
+    conn: ConnId
+    room: str
+    member: str
+    text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoomLeft:
+    """``member`` left ``room`` on this node: free its place in the cluster
+    and tell the members' other nodes (Presence ``leave``)."""
+
+    room: str
+    member: str
+
+
+Action = Send | Forward | Claim | RemoteForward | RoomClaim | RoomLeft
+
+#: the cluster's answer to a :class:`RoomClaim`: a refusal code (409 ID taken
+#: in the room, 503 room full), UNAVAILABLE (Redis unreachable), or (the
+#: member's join seq, the members before it: (member, node, seq), oldest first)
+RoomOutcome = int | str | tuple[int, list[tuple[str, str, int]]]
+
+#: the kind of a :class:`RemoteForward` between room members; its IDs are
+#: ``room "\n" member`` (a room name holds no newline)
+ROOM = "room"
 
 #: outcomes of a :class:`Claim` (:meth:`Router.claimed`)
 CLAIMED = "claimed"

@@ -21,6 +21,16 @@ server. Redis is the cluster's shared registry and message bus:
   it to its peer and publishes the outcome (0 or 404) back to the sender's
   node, which then acks the sender (``R``).
 
+- Rooms: ``rtc:room:R`` (hash member -> node) and ``rtc:roomseq:R`` (sorted
+  set member -> join seq, from the counter ``rtc:joins``) are a room's
+  members, cluster-wide; ``rtc:rooms:NODE`` lists the node's ("R\nmember").
+  A Join is one script (:data:`ROOM_JOIN`): members of dead nodes leave
+  first, then the ID and the size limit are checked, the member is added and
+  a Presence ``join`` is published to every other node with members in R;
+  it returns the members before it, oldest first. A Leave (:data:`ROOM_LEAVE`)
+  and the sweep of a dead node publish ``leave`` alike. A bus Presence
+  message is ``["P", event, room, member, node, seq]`` and an empty body.
+
 Why pub/sub rather than streams: signaling frames are only useful to a
 peer connected now; a node that is gone has no peer to deliver to, and the
 sender must hear 404 at once rather than after a replay. Pub/sub delivers
@@ -49,11 +59,13 @@ from typing import Any
 
 from rtc_signal.signaling.actions import (
     CLAIMED,
+    CONFLICT,
     NOT_FOUND,
     OK,
     SERVICE_UNAVAILABLE,
     TAKEN,
     UNAVAILABLE,
+    RoomOutcome,
 )
 from rtc_signal.signaling.logtext import clip
 
@@ -95,9 +107,90 @@ if redis.call('EXISTS', 'rtc:alive:' .. holder) == 0 then return 0 end
 return redis.call('PUBLISH', 'rtc:node:' .. holder, ARGV[1])
 """
 
+#: Lua helpers of the room scripts: a Presence event to every node with
+#: members in the room but ``skip``; a member's leave (and its event).
+_ROOM_LUA = """
+local function publish_event(room, event, member, node, seq, skip)
+  local msg = cjson.encode({'P', event, room, member, node, seq}) .. '\\n'
+  local sent = {[skip] = true}
+  for _, holder in ipairs(redis.call('HVALS', 'rtc:room:' .. room)) do
+    if not sent[holder] then
+      sent[holder] = true
+      redis.call('PUBLISH', 'rtc:node:' .. holder, msg)
+    end
+  end
+end
+local function drop_member(room, member, node)
+  redis.call('HDEL', 'rtc:room:' .. room, member)
+  redis.call('ZREM', 'rtc:roomseq:' .. room, member)
+  redis.call('SREM', 'rtc:rooms:' .. node, room .. '\\n' .. member)
+  publish_event(room, 'leave', member, node, 0, node)
+end
+"""
+
+#: ARGV room, member, node, the size limit. Returns 409 (ID taken in the
+#: room), 503 (full), or {seq, member, node, seq, ...}: the member's join
+#: seq, then the members before it, oldest first.
+ROOM_JOIN = (
+    _ROOM_LUA
+    + """
+local room, member, node, max = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local hkey, zkey = 'rtc:room:' .. room, 'rtc:roomseq:' .. room
+local held = redis.call('HGETALL', hkey)
+for i = 1, #held, 2 do
+  if held[i + 1] ~= node and redis.call('EXISTS', 'rtc:alive:' .. held[i + 1]) == 0 then
+    drop_member(room, held[i], held[i + 1])
+  end
+end
+if redis.call('HEXISTS', hkey, member) == 1 then return 409 end
+if redis.call('HLEN', hkey) >= max then return 503 end
+local seq = redis.call('INCR', 'rtc:joins')
+local before = redis.call('ZRANGE', zkey, 0, -1, 'WITHSCORES')
+publish_event(room, 'join', member, node, seq, node)
+redis.call('HSET', hkey, member, node)
+redis.call('ZADD', zkey, seq, member)
+redis.call('SADD', 'rtc:rooms:' .. node, room .. '\\n' .. member)
+local out = {seq}
+for i = 1, #before, 2 do
+  out[#out + 1] = before[i]
+  out[#out + 1] = redis.call('HGET', hkey, before[i]) or ''
+  out[#out + 1] = before[i + 1]
+end
+return out
+"""
+)
+
+#: ARGV room, member, node: the member leaves if it is still the node's.
+ROOM_LEAVE = (
+    _ROOM_LUA
+    + """
+local room, member, node = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', 'rtc:room:' .. room, member) == node then
+  drop_member(room, member, node)
+end
+redis.call('SREM', 'rtc:rooms:' .. node, room .. '\\n' .. member)
+return 1
+"""
+)
+
+#: ARGV room, member, node, seq: put a live member back (Redis lost it), unless taken.
+ROOM_REJOIN = """
+local room, member, node = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HSETNX', 'rtc:room:' .. room, member, node) == 0 then return 0 end
+redis.call('ZADD', 'rtc:roomseq:' .. room, ARGV[4], member)
+redis.call('SADD', 'rtc:rooms:' .. node, room .. '\\n' .. member)
+if tonumber(redis.call('GET', 'rtc:joins') or '0') < tonumber(ARGV[4]) then
+  redis.call('SET', 'rtc:joins', ARGV[4])
+end
+return 1
+"""
+
 #: ARGV[1] this node. Deletes the keys of nodes whose heartbeat expired
-#: (only those still theirs); returns how many nodes were swept.
-SWEEP = """
+#: (only those still theirs) and their room members (Presence ``leave``
+#: to the other nodes); returns how many nodes were swept.
+SWEEP = (
+    _ROOM_LUA
+    + """
 local swept = 0
 for _, node in ipairs(redis.call('SMEMBERS', 'rtc:nodes')) do
   if node ~= ARGV[1] and redis.call('EXISTS', 'rtc:alive:' .. node) == 0 then
@@ -106,12 +199,20 @@ for _, node in ipairs(redis.call('SMEMBERS', 'rtc:nodes')) do
       if v and string.match(v, '^%S+') == node then redis.call('DEL', key) end
     end
     redis.call('DEL', 'rtc:ids:' .. node)
+    for _, entry in ipairs(redis.call('SMEMBERS', 'rtc:rooms:' .. node)) do
+      local room, member = string.match(entry, '^([^\\n]*)\\n(.*)$')
+      if room and redis.call('HGET', 'rtc:room:' .. room, member) == node then
+        drop_member(room, member, node)
+      end
+    end
+    redis.call('DEL', 'rtc:rooms:' .. node)
     redis.call('SREM', 'rtc:nodes', node)
     swept = swept + 1
   end
 end
 return swept
 """
+)
 
 #: the longest wait for one Redis command (or pipeline)
 REDIS_TIMEOUT = 2.0
@@ -157,6 +258,11 @@ def resume_digest(resume: str | None) -> str:
     return hashlib.sha256(resume.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def _utf8(value: str) -> bytes:
+    """A member ID for Redis (any str, even one a binary frame smuggled in)."""
+    return value.encode("utf-8", "surrogatepass")
+
+
 def pack(header: list[Any], frame: bytes | str = b"") -> bytes:
     """A bus message: one JSON line, then the frame's bytes untouched."""
     body = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
@@ -174,6 +280,26 @@ def unpack(message: bytes) -> tuple[list[Any], bytes]:
 #: (kind, source ID, target ID, origin node, frame) from another node: the code
 #: of its delivery (0, 403, 404)
 FrameHandler = Callable[[str, str, str, str, bytes | str], int]
+#: (event, room, member, its node, its join seq): a member elsewhere joined or left
+PresenceHandler = Callable[[str, str, str, str, int], None]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _room_outcome(result: Any) -> RoomOutcome:
+    """A :data:`ROOM_JOIN` result as the router takes it."""
+    if isinstance(result, BaseException):
+        return UNAVAILABLE
+    if isinstance(result, int):
+        return CONFLICT if result == CONFLICT else SERVICE_UNAVAILABLE
+    seq, rest = int(result[0]), result[1:]
+    before = [
+        (_text(rest[i]), _text(rest[i + 1]), int(float(rest[i + 2])))
+        for i in range(0, len(rest) - 2, 3)
+    ]
+    return seq, before
 
 
 class Cluster:
@@ -204,6 +330,9 @@ class Cluster:
         self.on_frame: FrameHandler = lambda *_: NOT_FOUND
         self.on_moved: Callable[[str], None] = lambda _: None
         self.live_ids: Callable[[], list[tuple[str, str, str | None]]] = list
+        self.on_presence: PresenceHandler = lambda *_: None
+        #: this node's room members (room, member, seq), to put back after an outage
+        self.live_members: Callable[[], list[tuple[str, str, int]]] = list
         self._channel = f"rtc:node:{node}"
         self._redis: Any = None
         self._up = False
@@ -213,6 +342,8 @@ class Cluster:
         #: forwards awaiting the other node's reply: request -> (done, deadline)
         self._pending: dict[int, tuple[Callable[[int], None], float]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: close() has begun: the supervisor stops instead of reconnecting
+        self._closing = False
         self._connected = asyncio.Event()
 
     @property
@@ -253,10 +384,19 @@ class Cluster:
 
     async def close(self) -> None:
         """Leave: release this node's IDs and heartbeat, stop (bounded)."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Not ``await self._task``: redis-py (8.2) may wait, uncancellably,
+            # for a command cancelled mid-flight; the task is waited for a
+            # bounded time, then its connections are dropped to free it.
+            done, _ = await asyncio.wait({self._task}, timeout=REDIS_TIMEOUT)
+            if not done and self._redis is not None:
+                log.warning("node %s: the cluster link is slow to stop; dropping it", self.node)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(REDIS_TIMEOUT):
+                        await self._redis.connection_pool.disconnect(inuse_connections=True)
+                await asyncio.wait({self._task}, timeout=REDIS_TIMEOUT)
             self._task = None
         if self._redis is None:
             return
@@ -264,16 +404,23 @@ class Cluster:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(REDIS_TIMEOUT):
                     keys = await self._redis.smembers(f"rtc:ids:{self.node}")
+                    entries = await self._redis.smembers(f"rtc:rooms:{self.node}")
                     pipe = self._redis.pipeline(transaction=False)
                     for k in keys:
                         pipe.eval(RELEASE, 1, k, self.node)
-                    pipe.delete(f"rtc:alive:{self.node}", f"rtc:ids:{self.node}")
+                    for entry in entries:  # (its members leave: Presence to the others)
+                        room, _, member = entry.partition(b"\n")
+                        pipe.eval(ROOM_LEAVE, 0, room, member, self.node)
+                    pipe.delete(
+                        f"rtc:alive:{self.node}", f"rtc:ids:{self.node}", f"rtc:rooms:{self.node}"
+                    )
                     pipe.srem("rtc:nodes", self.node)
                     await pipe.execute()
         self._up = False
         self._fail_pending()
         with contextlib.suppress(Exception):
-            await self._redis.aclose()
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await self._redis.aclose()
         self._redis = None
 
     # -- what the server asks -------------------------------------------------
@@ -346,6 +493,23 @@ class Cluster:
         else:
             self._send("pub", (f"rtc:node:{node}", message), published)
 
+    def room_join(
+        self, room: str, member: str, max_size: int, done: Callable[[RoomOutcome], None]
+    ) -> None:
+        """Join ``member`` to ``room`` cluster-wide (:data:`ROOM_JOIN`); ``done``
+        gets the outcome (see :data:`~signaling.actions.RoomOutcome`)."""
+        if not self._up:
+            asyncio.get_running_loop().call_soon(done, UNAVAILABLE)
+            return
+        args = (room, _utf8(member), self.node, max_size)
+        self._send("room_join", args, lambda result: done(_room_outcome(result)))
+
+    def room_leave(self, room: str, member: str) -> None:
+        """``member`` left ``room`` here (lost if Redis is down: the reconnect
+        drops the members that are not live any more)."""
+        if self._up:
+            self._send("room_leave", (room, _utf8(member), self.node), None)
+
     # -- Redis ------------------------------------------------------------------
 
     def _send(self, op: str, args: tuple[Any, ...], done: Callable[[Any], None] | None) -> None:
@@ -363,6 +527,8 @@ class Cluster:
                 await self._run_connected()
                 return
             except Exception as exc:  # (an ExceptionGroup from the TaskGroup, mostly)
+                if self._closing:  # (the cancellation of close(), swallowed)
+                    return
                 errors = exc.exceptions if isinstance(exc, ExceptionGroup) else [exc]
                 first = errors[0]
                 if not isinstance(first, RedisError | OSError | TimeoutError):
@@ -399,8 +565,11 @@ class Cluster:
                 tasks.create_task(self._write(redis))
                 tasks.create_task(self._heartbeat(redis))
         finally:
+            # bounded: redis-py's close of a connection cancelled mid-read can
+            # wait on it for good, and a node's shutdown must end
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                async with asyncio.timeout(REDIS_TIMEOUT):
+                    await pubsub.aclose()
 
     async def _beat(self, redis: Any) -> None:
         pipe = redis.pipeline(transaction=False)
@@ -433,18 +602,36 @@ class Cluster:
             )
         if live:
             log.info("node %s claimed its %d live IDs", self.node, len(live))
+        await self._rejoin(redis)
+
+    async def _rejoin(self, redis: Any) -> None:
+        """Put this node's live room members back (Redis may have lost them)
+        and let go of the members that left while Redis was unreachable."""
+        live = self.live_members()
+        async with asyncio.timeout(REDIS_TIMEOUT * 5):
+            known = set(await redis.smembers(f"rtc:rooms:{self.node}"))
+            pipe = redis.pipeline(transaction=False)
+            live_entries = set()
+            for room, member, seq in live:
+                live_entries.add(room.encode() + b"\n" + _utf8(member))
+                pipe.eval(ROOM_REJOIN, 0, room, _utf8(member), self.node, seq)
+            for stale in known - live_entries:
+                room_name, _, member_id = stale.partition(b"\n")
+                pipe.eval(ROOM_LEAVE, 0, room_name, member_id, self.node)
+            await pipe.execute()
+        if live:
+            log.info("node %s put its %d room members back", self.node, len(live))
 
     async def _heartbeat(self, redis: Any) -> None:
-        beats = 0
         while True:
             await asyncio.sleep(self.heartbeat)
             async with asyncio.timeout(REDIS_TIMEOUT):
                 await self._beat(redis)
-                beats += 1
-                if beats % 5 == 0:
-                    swept = await redis.eval(SWEEP, 0, self.node)
-                    if swept:
-                        log.info("swept the IDs of %d dead nodes", swept)
+                # every beat: a dead node's room members are seen leaving one
+                # heartbeat after its key expires (a few commands per node)
+                swept = await redis.eval(SWEEP, 0, self.node)
+                if swept:
+                    log.info("swept the IDs of %d dead nodes", swept)
             self._expire_pending()
 
     async def _write(self, redis: Any) -> None:
@@ -462,6 +649,10 @@ class Cluster:
                     pipe.eval(FORWARD, 1, *args)
                 elif op == "claim":
                     pipe.eval(CLAIM, 1, *args)
+                elif op == "room_join":
+                    pipe.eval(ROOM_JOIN, 0, *args)
+                elif op == "room_leave":
+                    pipe.eval(ROOM_LEAVE, 0, *args)
                 else:
                     pipe.eval(RELEASE, 1, *args)
             self.stats.messages_out += sum(op in ("pub", "forward") for op, _, _ in batch)
@@ -505,6 +696,9 @@ class Cluster:
                 pending[0](int(code))
         elif kind == "T":
             self.on_moved(str(header[2]))
+        elif kind == "P":
+            _, event, room, member, node, seq = header
+            self.on_presence(str(event), str(room), str(member), str(node), int(seq))
 
     def _expire_pending(self) -> None:
         now = time.monotonic()

@@ -20,6 +20,15 @@ protocol is docs/PROTOCOL.md "Rooms"; in short:
   unknown member; 409 ID taken in the room, connection already in a room;
   503 room full.
 
+In a cluster (``node`` set) a room spans the nodes: a Join becomes a
+:class:`~signaling.actions.RoomClaim` (Redis checks the ID and the size limit
+and answers with the members before it, :meth:`RoomRules.claimed`); a leave
+adds a :class:`~signaling.actions.RoomLeft`; other nodes' members are known
+from :mod:`signaling.room_remote` (updated by :meth:`RoomRules.presence`), a
+relay to one is a :class:`~signaling.actions.RemoteForward` of kind ``room``
+checked with the same call rules, and relays from them come in through
+:meth:`RoomRules.deliver`. Without a cluster none of this runs.
+
 Room calls are kept in their own :class:`~signaling.calls.CallTable`, keyed
 ``room "\\n" member`` (a room name holds no newline), so they never mix with
 the 1:1 calls of the same IDs.
@@ -32,21 +41,30 @@ from collections.abc import Callable
 
 from rtc_signal.proto.commands import Command
 from rtc_signal.proto.rooms import event_body, is_room_name, member_id_problem, members_body
+from rtc_signal.proto.routing import peek_request
 from rtc_signal.proto.wire import request_frame
 from rtc_signal.signaling.actions import (
     BAD_REQUEST,
     CONFLICT,
     FORBIDDEN,
     NOT_FOUND,
+    OK,
     RESPONSE,
+    ROOM,
+    SERVICE_UNAVAILABLE,
     Action,
     ConnId,
     Forward,
     Frame,
+    RemoteForward,
+    RoomClaim,
+    RoomLeft,
+    RoomOutcome,
     Send,
 )
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.logtext import clip
+from rtc_signal.signaling.room_remote import RemoteRooms
 from rtc_signal.signaling.rooms import DEFAULT_MAX_ROOM_SIZE, Membership, Refusal, RoomTable
 
 log = logging.getLogger(__name__)
@@ -67,11 +85,24 @@ class RoomRules:
     """Rooms and their calls; answers the requests of ``/room`` connections."""
 
     def __init__(
-        self, error: ErrorReply, ok: OkFrame, max_size: int = DEFAULT_MAX_ROOM_SIZE
+        self,
+        error: ErrorReply,
+        ok: OkFrame,
+        max_size: int = DEFAULT_MAX_ROOM_SIZE,
+        node: str | None = None,
     ) -> None:
         self._error = error
         self._ok = ok
         self.table = RoomTable(max_size)
+        #: this node's name in a cluster (None: one process, rooms are all here)
+        self.node = node
+        #: the members of this node's rooms on other nodes, and their calls
+        self.remote = RemoteRooms()
+        #: rooms with joins under way here -> how many (their Presence counts)
+        self._joining: dict[str, int] = {}
+        #: members elsewhere seen leaving a room while a join here was under
+        #: way: the bus may bring the leave before the Join's answer lists them
+        self._gone: dict[str, set[str]] = {}
         # a member may be in a call with every other member of its room
         self._calls = CallTable(max_per_offer=max(max_size - 1, 1))
 
@@ -128,7 +159,12 @@ class RoomRules:
         self._calls.drop_answer(_call_key(joined.room, joined.member))
         log.info("member %s left room %s", clip(joined.member), joined.room)
         body = event_body(joined.room, "leave", joined.member)
-        return self._notify_others(joined, body)
+        actions = self._notify_others(joined, body)
+        if self.node is not None:
+            self.remote.drop_local(joined.room, joined.member)
+            self._forget_if_unused(joined.room)
+            actions.append(RoomLeft(joined.room, joined.member))
+        return actions
 
     # -- rules ----------------------------------------------------------------
 
@@ -159,6 +195,12 @@ class RoomRules:
                 else f"this connection's token is for {clip(allowed_id)} in room {allowed_room}"
             )
             return [self._error(conn, reply, FORBIDDEN, msg, text)]
+        if self.node is not None:
+            if self.table.conn_of(room, member) is not None:
+                msg = f"member ID {clip(member)} is already taken in room {room}"
+                return [self._error(conn, reply, CONFLICT, msg, text)]
+            self._joining[room] = self._joining.get(room, 0) + 1
+            return [RoomClaim(conn, room, member, text)]
         others = self.table.connections(room)
         result = self.table.join(conn, room, member, text)
         if isinstance(result, Refusal):
@@ -204,6 +246,10 @@ class RoomRules:
             return [self._error(conn, reply, FORBIDDEN, msg, text)]
         room = joined.room
         target_conn = self.table.conn_of(room, target)
+        if target_conn is None and self.node is not None:
+            remote = self.remote.where(room, target)
+            if remote is not None:
+                return self._relay_remote(conn, joined, command, target, remote, frame, text)
         if target_conn is None:
             if self.table.elsewhere(target, room):
                 msg = f"{clip(target)} is not a member of room {room}"
@@ -237,6 +283,146 @@ class RoomRules:
                 self._calls.start(conn, _call_key(room, target))
                 return None
         return f"{clip(member)} and {clip(target)} have no call (the offer comes first)"
+
+    # -- a cluster (self.node set) --------------------------------------------------
+
+    def claimed(self, claim: RoomClaim, outcome: RoomOutcome) -> list[Action]:
+        """The cluster's answer to ``claim`` (for an open connection): a code
+        (409, 503), or (its join seq, the room's members before it: (member,
+        node, seq), oldest first)."""
+        conn, room, member, text = claim.conn, claim.room, claim.member, claim.text
+        reply = Command.JOIN_RESPONSE
+        gone = self._gone.get(room, set())
+        self._unjoining(room)
+        if not isinstance(outcome, tuple):
+            self._forget_if_unused(room)
+            if outcome == CONFLICT:
+                msg = f"member ID {clip(member)} is already taken in room {room}"
+                return [self._error(conn, reply, CONFLICT, msg, text)]
+            if outcome == SERVICE_UNAVAILABLE:
+                msg = f"room {room} is full ({self.table.max_size} members)"
+            else:
+                msg = "the cluster is unavailable (its Redis is unreachable); try again later"
+            return [self._error(conn, reply, SERVICE_UNAVAILABLE, msg, text)]
+        seq, before = outcome
+        for other, node, other_seq in before:
+            if node != self.node and other not in gone:
+                self.remote.add(room, other, node, other_seq)
+        result = self.table.join(conn, room, member, text, seq)
+        if isinstance(result, Refusal):  # (its connection joined meanwhile: not here)
+            self._forget_if_unused(room)
+            return [self._error(conn, reply, result.code, result.msg, text), RoomLeft(room, member)]
+        everyone = [(s, m) for m, (_, s) in self.remote.members.get(room, {}).items()]
+        for other, other_conn in self.table.connections(room).items():
+            other_joined = self.table.membership(other_conn)
+            if other != member and other_joined is not None:
+                everyone.append((other_joined.seq, other))
+        log.info("member %s joined room %s (%d members)", clip(member), room, len(everyone) + 1)
+        listed = members_body(room, [m for _, m in sorted(everyone)])
+        actions: list[Action] = [
+            Send(conn, self._ok(reply, text)),
+            Send(conn, _frame(request_frame(Command.PRESENCE, "", member, listed), text), True),
+        ]
+        actions += self._notify_others(result, event_body(room, "join", member))
+        return actions
+
+    def abandoned(self, claim: RoomClaim) -> None:
+        """``claim``'s connection closed before the cluster answered."""
+        self._unjoining(claim.room)
+        self._forget_if_unused(claim.room)
+
+    def presence(self, event: str, room: str, member: str, node: str, seq: int) -> list[Action]:
+        """Another node says ``member`` (on ``node``) joined or left ``room``:
+        Presence to this node's members of it."""
+        if event == "join":
+            if node == self.node or (
+                room not in self._joining and not self.table.connections(room)
+            ):
+                return []  # (a room this node has no member in any more)
+            self.remote.add(room, member, node, seq)
+            self._gone.get(room, set()).discard(member)
+        elif not self.remote.remove(room, member):
+            if room in self._joining:
+                self._gone.setdefault(room, set()).add(member)
+            return []
+        else:
+            self._calls.drop_answer(_call_key(room, member))  # local offerers' calls to it
+        about = Membership(room, member, seq, False)
+        return self._notify_others(about, event_body(room, event, member))
+
+    def deliver(
+        self, node: str, source: str, target: str, frame: Frame
+    ) -> tuple[ConnId | None, int]:
+        """A relay from member ``source`` on ``node`` to this node's ``target``
+        (both ``room "\n" member``): the connection to write it to, or None
+        and why (404 gone, 403 not its call)."""
+        room, _, target_id = target.partition("\n")
+        source_room, _, source_id = source.partition("\n")
+        conn = self.table.conn_of(room, target_id)
+        quick = peek_request(frame)
+        if conn is None or quick is None or source_room != room:
+            return None, NOT_FOUND
+        command = quick[0]
+        if command is Command.OFFER:
+            self.remote.record_call(room, target_id, source_id, node)
+            return conn, OK
+        if self._calls.touch(conn, _call_key(room, source_id)):
+            return conn, OK  # the target offered to the source: its Answer and Candidates
+        if command is Command.CANDIDATE:
+            if self.remote.called(room, target_id, source_id):
+                return conn, OK
+            where = self.remote.where(room, source_id)
+            joined = self.table.membership(conn)
+            if where is not None and joined is not None and where[1] > joined.seq:
+                # the pair's offerer by the mesh rule, trickling before its Offer
+                self.remote.record_call(room, target_id, source_id, node)
+                return conn, OK
+        return None, FORBIDDEN
+
+    def _relay_remote(
+        self,
+        conn: ConnId,
+        joined: Membership,
+        command: Command,
+        target: str,
+        remote: tuple[str, int],
+        frame: Frame,
+        text: bool,
+    ) -> list[Action]:
+        """A relay to ``target``, a member of the room on node ``remote[0]``."""
+        room, member = joined.room, joined.member
+        node, target_seq = remote
+        reply = RESPONSE[command]
+        allowed = (
+            command is Command.OFFER
+            or self.remote.called(room, member, target)
+            or (
+                command is Command.CANDIDATE
+                and (self._calls.touch(conn, _call_key(room, target)) or joined.seq > target_seq)
+            )
+        )
+        if not allowed:
+            why = f"{clip(member)} and {clip(target)} have no call (the offer comes first)"
+            return [self._error(conn, reply, FORBIDDEN, why, text)]
+        if command is not Command.ANSWER and not self.remote.called(room, member, target):
+            self._calls.start(conn, _call_key(room, target))  # this member's own call
+        return [
+            RemoteForward(
+                conn, frame, ROOM, _call_key(room, member), _call_key(room, target), node, reply
+            )
+        ]
+
+    def _unjoining(self, room: str) -> None:
+        count = self._joining.get(room, 0) - 1
+        if count > 0:
+            self._joining[room] = count
+        else:
+            self._joining.pop(room, None)
+            self._gone.pop(room, None)
+
+    def _forget_if_unused(self, room: str) -> None:
+        if room not in self._joining and not self.table.connections(room):
+            self.remote.drop_room(room)
 
     def _notify_others(self, about: Membership, body: bytes) -> list[Action]:
         """A Presence with ``body`` to every member of ``about``'s room but itself."""

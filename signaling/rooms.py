@@ -50,8 +50,11 @@ class RoomTable:
         if self.max_size < 1:
             raise ValueError(f"a room must hold at least one member, not {self.max_size}")
 
-    def join(self, conn: ConnId, room: str, member: str, text: bool) -> Membership | Refusal:
-        """Add ``conn`` to ``room`` as ``member`` (name and ID already checked)."""
+    def join(
+        self, conn: ConnId, room: str, member: str, text: bool, seq: int | None = None
+    ) -> Membership | Refusal:
+        """Add ``conn`` to ``room`` as ``member`` (name and ID already checked);
+        ``seq``: its join order if the cluster gave one (else the next here)."""
         if conn in self._by_conn:
             joined = self._by_conn[conn]
             return Refusal(CONFLICT, f"this connection is already in room {joined.room}")
@@ -63,7 +66,7 @@ class RoomTable:
         self._rooms[room] = members
         members[member] = conn
         self._seq += 1
-        joined = Membership(room, member, self._seq, text)
+        joined = Membership(room, member, self._seq if seq is None else seq, text)
         self._by_conn[conn] = joined
         self._id_count[member] = self._id_count.get(member, 0) + 1
         return joined

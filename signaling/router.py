@@ -137,7 +137,8 @@ class Router(ClusterRouting):
         self._held: dict[str, Hold] = {}
         self._hold_tokens = 0
         self._calls = CallTable()
-        self._rooms = RoomRules(self._error, self._ack, max_room_size)
+        node = getattr(self.registry, "node", None) if self._clustered else None
+        self._rooms = RoomRules(self._error, self._ack, max_room_size, node)
 
     # -- connection life cycle -------------------------------------------
 

@@ -19,6 +19,7 @@ from rtc_signal.signaling.actions import (
     FORBIDDEN,
     NOT_FOUND,
     OK,
+    ROOM,
     SERVICE_UNAVAILABLE,
     TAKEN,
     Action,
@@ -26,11 +27,15 @@ from rtc_signal.signaling.actions import (
     ConnId,
     Frame,
     Path,
+    RoomClaim,
+    RoomLeft,
+    RoomOutcome,
     Send,
 )
 from rtc_signal.signaling.calls import CallTable
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.registry import ANSWER, OFFER, Registry
+from rtc_signal.signaling.room_rules import RoomRules
 from rtc_signal.signaling.router_state import ConnState, Hold, RouterStats
 
 log = logging.getLogger("rtc_signal.signaling.router")
@@ -51,6 +56,7 @@ class ClusterRouting:
     _offers: dict[str, ConnId]
     _held: dict[str, Hold]
     _calls: CallTable
+    _rooms: RoomRules
 
     if TYPE_CHECKING:
 
@@ -96,6 +102,23 @@ class ClusterRouting:
             return [self._error(claim.conn, claim.reply, CONFLICT, msg, text)]
         return [self._error(claim.conn, claim.reply, SERVICE_UNAVAILABLE, UNAVAILABLE, text)]
 
+    def room_claimed(self, claim: RoomClaim, outcome: RoomOutcome) -> list[Action]:
+        """The cluster's answer to a :class:`RoomClaim`: a refusal code (409,
+        503), or (the member's join seq, the members before it: (member,
+        node, seq), oldest first). A connection that closed meanwhile gives
+        its place back (:class:`RoomLeft`)."""
+        if claim.conn not in self._conns:
+            self._rooms.abandoned(claim)
+            return [RoomLeft(claim.room, claim.member)] if isinstance(outcome, tuple) else []
+        return self._rooms.claimed(claim, outcome)
+
+    def room_presence(
+        self, event: str, room: str, member: str, node: str, seq: int
+    ) -> list[Action]:
+        """Another node's member ``member`` joined or left ``room`` (``event``):
+        the Presence notices to this node's members of it."""
+        return self._rooms.presence(event, room, member, node, seq)
+
     def remote_result(
         self, sender: ConnId, reply: Command, text: bool, code: int, target_id: str
     ) -> Send:
@@ -103,6 +126,15 @@ class ClusterRouting:
         outcome is known: ``code`` 0 (handed over), 403, 404 or 503."""
         if code == OK:
             return self._ok(sender, reply, text)
+        room, newline, member = target_id.partition("\n")
+        if newline:  # a room member's (ROOM): room "\n" member
+            if code == FORBIDDEN:
+                msg = f"{clip(member)} and this member have no call (the offer comes first)"
+            elif code == NOT_FOUND:
+                msg = f"no member {clip(member)} in room {room}"
+            else:
+                code, msg = SERVICE_UNAVAILABLE, UNAVAILABLE
+            return self._error(sender, reply, code, msg, text)
         if code == FORBIDDEN:
             msg = f"{clip(target_id)} has not called this peer"
         elif code == NOT_FOUND:
@@ -112,11 +144,16 @@ class ClusterRouting:
         return self._error(sender, reply, code, msg, text)
 
     def deliver_remote(
-        self, node: str, kind: str, source_id: str, target_id: str
+        self, node: str, kind: str, source_id: str, target_id: str, frame: Frame = b""
     ) -> tuple[ConnId | None, int]:
         """A frame from ``source_id`` on ``node`` for this node's ``target_id``
         (of ``kind``): the connection to write it to, or None and why (404,
-        or 403 for an offer peer that did not call ``source_id``)."""
+        or 403 for an offer peer that did not call ``source_id``, or a room
+        member with no call with it)."""
+        if kind == ROOM:
+            conn, code = self._rooms.deliver(node, source_id, target_id, frame)
+            self.stats.forwarded += conn is not None
+            return conn, code
         if kind == ANSWER:
             conn = self._answers.get(target_id)
             if conn is None:
@@ -159,6 +196,16 @@ class ClusterRouting:
                 ids.append((kind, state.claimed, state.resume))
         ids.extend((ANSWER, peer_id, hold.resume) for peer_id, hold in self._held.items())
         return ids
+
+    def local_members(self) -> list[tuple[str, str, int]]:
+        """Every (room, member, join seq) of this node's connections (to put
+        back after Redis lost them)."""
+        members: list[tuple[str, str, int]] = []
+        for conn, state in self._conns.items():
+            joined = self._rooms.table.membership(conn) if state.path is Path.ROOM else None
+            if joined is not None:
+                members.append((joined.room, joined.member, joined.seq))
+        return members
 
     def _claim(
         self, conn: ConnId, state: ConnState, kind: str, peer_id: str, frame: Frame, reply: Command

@@ -57,7 +57,7 @@ from websockets.protocol import State
 
 from rtc_signal.proto import tokens
 from rtc_signal.signaling import health, metrics, plainhttp
-from rtc_signal.signaling.actions import Claim, RemoteForward
+from rtc_signal.signaling.actions import Claim, RemoteForward, RoomClaim, RoomLeft, RoomOutcome
 from rtc_signal.signaling.connection import FastPathConnection
 from rtc_signal.signaling.counters import (
     HANDSHAKE_REFUSED,
@@ -311,6 +311,8 @@ class SignalingServer:
             cluster.on_frame = self._deliver_remote
             cluster.on_moved = self.router.moved
             cluster.live_ids = self.router.local_ids
+            cluster.on_presence = self._room_presence
+            cluster.live_members = self.router.local_members
             await cluster.start()
         self._server = await serve(
             self._handle,
@@ -759,11 +761,25 @@ class SignalingServer:
 
     # -- the cluster (only with redis_url) -------------------------------------------
 
-    def _cluster_action(self, ws: FastPathConnection, action: Claim | RemoteForward) -> bool:
-        """Hand a Claim or RemoteForward to the cluster; True if ``ws`` must
-        wait (a claim: its next frames wait for the outcome)."""
+    def _cluster_action(
+        self, ws: FastPathConnection, action: Claim | RemoteForward | RoomClaim | RoomLeft
+    ) -> bool:
+        """Hand a cluster action to the cluster; True if ``ws`` must wait (a
+        claim: its next frames wait for the outcome)."""
         cluster = self.cluster
         assert cluster is not None, "a router without a cluster returned a cluster action"
+        if isinstance(action, RoomLeft):
+            cluster.room_leave(action.room, action.member)
+            return False
+        if isinstance(action, RoomClaim):
+            ws.waiting_on = ws  # (as for a Claim: _room_claimed lets it go)
+            cluster.room_join(
+                action.room,
+                action.member,
+                self.config.max_room_size,
+                lambda outcome: self._room_claimed(ws, action, outcome),
+            )
+            return True
         if isinstance(action, Claim):
             ws.waiting_on = ws  # (itself: nobody's buffer; _claimed lets it go)
             cluster.claim(
@@ -799,11 +815,28 @@ class SignalingServer:
             self._run_backlog(ws)
         self.flush()
 
+    def _room_claimed(self, ws: FastPathConnection, claim: RoomClaim, outcome: RoomOutcome) -> None:
+        """The cluster's answer to ``ws``'s Join: go on with its frames."""
+        if ws.waiting_on is ws:
+            ws.waiting_on = None
+        self._perform(ws, self.router.room_claimed(claim, outcome))
+        if ws.waiting_on is None:
+            self._run_backlog(ws)
+        self.flush()
+
+    def _room_presence(self, event: str, room: str, member: str, node: str, seq: int) -> None:
+        """A member on another node joined or left a room with members here."""
+        for action in self.router.room_presence(event, room, member, node, seq):
+            if isinstance(action, Send):
+                self._notify(action.conn, action.frame)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_later)
+
     def _deliver_remote(
         self, kind: str, source_id: str, target_id: str, origin: str, frame: Message
     ) -> int:
         """A frame from another node for a peer of ours: write it; its code."""
-        conn, code = self.router.deliver_remote(origin, kind, source_id, target_id)
+        conn, code = self.router.deliver_remote(origin, kind, source_id, target_id, frame)
         if conn is None:
             return code
         target = self._connections.get(conn)

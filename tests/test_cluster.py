@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -34,11 +35,15 @@ NODE_SETTINGS = {"cluster_heartbeat": 0.2, "cluster_ttl": 1.0}
 
 
 @contextlib.asynccontextmanager
-async def nodes(redis: RedisServer, count: int = 2) -> AsyncIterator[list[SignalingServer]]:
+async def nodes(
+    redis: RedisServer, count: int = 2, **settings: Any
+) -> AsyncIterator[list[SignalingServer]]:
     async with contextlib.AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(
-                running_server(redis_url=redis.url, node_id=f"n{i + 1}", **NODE_SETTINGS)
+                running_server(
+                    redis_url=redis.url, node_id=f"n{i + 1}", **NODE_SETTINGS, **settings
+                )
             )
             for i in range(count)
         ]

@@ -20,6 +20,7 @@ from rtc_signal.proto.rooms import Presence, parse_presence
 from rtc_signal.signaling.limits import RateLimit
 from rtc_signal.signaling.router import FORBIDDEN, NOT_FOUND
 from tests.conftest import (
+    WAIT,
     ServerFactory,
     answer_frame,
     candidate_frame,
@@ -39,9 +40,11 @@ from tests.test_server import assert_silent
 SECRET = b"room-test-secret-0123456789"
 
 
-async def recv_presence(ws: ClientConnection, *, binary: bool = True) -> tuple[str, str, Presence]:
+async def recv_presence(
+    ws: ClientConnection, *, binary: bool = True, timeout: float = WAIT
+) -> tuple[str, str, Presence]:
     """The next frame, which must be a Presence: (source, target, body)."""
-    frame = await recv_frame(ws)
+    frame = await recv_frame(ws, timeout)
     assert isinstance(frame, bytes if binary else str), frame
     envelope = decode(frame)
     assert envelope.command is Command.PRESENCE, envelope

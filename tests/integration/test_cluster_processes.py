@@ -5,11 +5,13 @@ at start, and ``--workers``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
 
 from rtc_signal.proto import Command, encode_request
+from rtc_signal.proto.rooms import Presence
 from tests.conftest import (
     client,
     connect,
@@ -24,6 +26,7 @@ from tests.conftest import (
 )
 from tests.integration.procs import FAST, LOOPBACK, run_peer, start_peer, wait, wait_registered
 from tests.redisserver import RedisServer, free_port
+from tests.test_server_rooms import join, recv_presence
 
 #: short heartbeats so that a dead node's IDs free in ~2 s (default: 5 s)
 FAST_CLUSTER = ("--log-level", "info")
@@ -62,29 +65,39 @@ def test_a_sigkilled_nodes_ids_are_free_on_the_others_within_10_s(
     p2, url2 = node(redis_server, "n2")
 
     async def scenario() -> float:
-        async with client(url1, "/register") as bob:
-            await register(bob, "bob")
-            async with client(url2, "/register") as other:
-                await other.send(encode_request(Command.INIT, "bob", ""))
-                await expect_response(other, Command.INIT_RESPONSE, 409)
-            p1.send_signal(signal.SIGKILL)
-            killed = time.monotonic()
-            p1.wait(10)
-        async with client(url2, "/register") as again:
-            while True:
-                await again.send(encode_request(Command.INIT, "bob", ""))
-                response = await expect_response(again, Command.INIT_RESPONSE, None)
-                if response.code == 0:
-                    freed_after = time.monotonic() - killed
-                    break
-                assert response.code == 409, response
-                assert time.monotonic() - killed < 10, "bob is still taken 10 s after the kill"
-                await asyncio.sleep(0.2)
-            async with client(url2, "/offer") as alice:  # node 2 serves on
-                sent = offer_frame("alice", "bob")
-                await alice.send(sent)
-                assert await recv_frame(again) == sent
-                await expect_response(alice, Command.OFFER_RESPONSE, 0)
+        async with contextlib.AsyncExitStack() as stack:
+            watcher = await stack.enter_async_context(client(url2, "/room"))
+            async with client(url1, "/register") as bob, client(url1, "/room") as ghost:
+                await register(bob, "bob")
+                async with client(url2, "/register") as other:
+                    await other.send(encode_request(Command.INIT, "bob", ""))
+                    await expect_response(other, Command.INIT_RESPONSE, 409)
+                assert await join(ghost, "g", "r1") == ()
+                assert await join(watcher, "w", "r1") == ("g",)
+                p1.send_signal(signal.SIGKILL)
+                killed = time.monotonic()
+                p1.wait(10)
+            async with client(url2, "/register") as again:
+                while True:
+                    await again.send(encode_request(Command.INIT, "bob", ""))
+                    response = await expect_response(again, Command.INIT_RESPONSE, None)
+                    if response.code == 0:
+                        freed_after = time.monotonic() - killed
+                        break
+                    assert response.code == 409, response
+                    assert time.monotonic() - killed < 10, "bob is still taken 10 s after the kill"
+                    await asyncio.sleep(0.2)
+                async with client(url2, "/offer") as alice:  # node 2 serves on
+                    sent = offer_frame("alice", "bob")
+                    await alice.send(sent)
+                    assert await recv_frame(again) == sent
+                    await expect_response(alice, Command.OFFER_RESPONSE, 0)
+            # the dead node's room member leaves for the others (at its sweep)
+            left = await recv_presence(watcher, timeout=15)
+            assert left == ("g", "w", Presence("r1", "leave", member="g"))
+            left_after = time.monotonic() - killed
+            print(f"the SIGKILLed node's room member left after {left_after:.1f} s")
+            assert left_after < 12, left_after
         return freed_after
 
     try:
