@@ -243,9 +243,11 @@ def _check_candidates(pc: RTCPeerConnection, ice: IceSettings) -> None:
         raise PeerError(problem)
 
 
-def _description_body(pc: RTCPeerConnection) -> bytes:
-    local = pc.localDescription
-    return SessionDescription(type=local.type, sdp=local.sdp).to_json()
+def _description_body(pc: RTCPeerConnection, auth: CodeAuth | None = None) -> bytes:
+    """Our local description as an Offer/Answer body; with a code's ``auth``,
+    sealed with the MAC over our fingerprints."""
+    description = _local_description(pc)
+    return description.to_json() if auth is None else auth.seal(description)
 
 
 @contextlib.asynccontextmanager
@@ -300,7 +302,7 @@ async def call(
             await pc.setLocalDescription(await pc.createOffer())
             _check_candidates(pc, config.ice)
             offered = time.perf_counter()  # (uvloop's loop.time() has 1 ms steps)
-            body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))
+            body = _description_body(pc, auth)
             await signaling.send_offer(peer_id, target, body)
             log.info("offer sent to %r as %r", target, peer_id)
             warm_up()  # (if not done yet) while the answer is on its way
@@ -771,7 +773,7 @@ class AnswerPeer:
             await negotiation.set_remote(offer)
             await pc.setLocalDescription(await pc.createAnswer())
             _check_candidates(pc, self.config.ice)
-            body = _description_body(pc) if auth is None else auth.seal(_local_description(pc))
+            body = _description_body(pc, auth)
             await signaling.send_answer(self.peer_id, caller, body)
             log.info("answered %r", caller)
             if self.media is not None and "m=application" not in offer.sdp:
