@@ -312,8 +312,9 @@ class Router(ClusterRouting):
             by_command[command] = by_command.get(command, 0) + 1
         else:
             # The full decoder (pydantic) only for what the fast reader
-            # declines: responses and malformed frames. Imported here, once,
-            # so that starting the server does not pay for pydantic.
+            # declines: responses and malformed frames. Imported here so that
+            # the router alone never needs pydantic up front; the server
+            # imports it right after it starts listening (server.start).
             from rtc_signal.proto.envelope import decode
 
             try:
