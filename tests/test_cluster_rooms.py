@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from tests.redisserver import RedisServer
 from tests.test_cluster import no_frame, nodes
-from tests.test_server_rooms import join, recv_presence
+from tests.test_server_rooms import join, members, recv_presence
 
 
 def test_members_on_two_nodes_see_each_other_join_and_leave(redis_server: RedisServer) -> None:
@@ -66,18 +66,8 @@ def test_a_relay_across_nodes_reaches_only_the_addressed_member(
     async def scenario() -> None:
         async with (
             nodes(redis_server) as (n1, n2),
-            client(n1.url, "/room") as a,
-            client(n2.url, "/room") as b,
-            client(n1.url, "/room") as c,
-            client(n2.url, "/room") as d,
+            members((n1.url, n2.url, n1.url, n2.url), "a", "b", "c", "d") as (a, b, c, d),
         ):
-            assert await join(a, "a", "r1") == ()
-            assert await join(b, "b", "r1") == ("a",)
-            assert await join(c, "c", "r1") == ("a", "b")
-            assert await join(d, "d", "r1") == ("a", "b", "c")
-            for ws, seen in ((a, "bcd"), (b, "cd"), (c, "d")):
-                for member in seen:
-                    assert (await recv_presence(ws))[2] == Presence("r1", "join", member=member)
             for sender, receiver, frame, reply in (
                 (b, a, candidate_frame("b", "a"), Command.CANDIDATE_RESPONSE),  # before its Offer
                 (b, a, offer_frame("b", "a"), Command.OFFER_RESPONSE),
@@ -102,16 +92,8 @@ def test_a_forged_answer_or_candidate_across_nodes_gets_403(redis_server: RedisS
     async def scenario() -> None:
         async with (
             nodes(redis_server) as (n1, n2),
-            client(n1.url, "/room") as a,
-            client(n2.url, "/room") as b,
-            client(n2.url, "/room") as c,
+            members((n1.url, n2.url, n2.url), "a", "b", "c") as (a, b, c),
         ):
-            assert await join(a, "a", "r1") == ()
-            assert await join(b, "b", "r1") == ("a",)
-            assert await join(c, "c", "r1") == ("a", "b")
-            for ws, seen in ((a, "bc"), (b, "c")):
-                for member in seen:
-                    assert (await recv_presence(ws))[2] == Presence("r1", "join", member=member)
             await a.send(answer_frame("a", "b"))
             await expect_response(a, Command.ANSWER_RESPONSE, 403)
             await a.send(candidate_frame("a", "b"))  # a joined first: it is not b's offerer

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from websockets.asyncio.client import ClientConnection
 
@@ -67,12 +67,17 @@ async def join(
 
 
 @contextlib.asynccontextmanager
-async def members(url: str, *names: str, room: str = "r1") -> AsyncIterator[list[ClientConnection]]:
-    """Clients joined to ``room`` in order, each having seen the later ones join."""
+async def members(
+    url: str | Sequence[str], *names: str, room: str = "r1"
+) -> AsyncIterator[list[ClientConnection]]:
+    """Clients joined to ``room`` in order, each having seen the later ones join;
+    ``url``: the server, or one per member (members on several cluster nodes)."""
+    urls = [url] * len(names) if isinstance(url, str) else list(url)
+    assert len(urls) == len(names)
     async with contextlib.AsyncExitStack() as stack:
         joined: list[ClientConnection] = []
-        for name in names:
-            ws = await stack.enter_async_context(client(url, "/room"))
+        for name, member_url in zip(names, urls, strict=True):
+            ws = await stack.enter_async_context(client(member_url, "/room"))
             assert await join(ws, name, room) == tuple(names[: len(joined)])
             for earlier in joined:
                 assert await recv_presence(earlier) == (
