@@ -303,10 +303,23 @@ async def settle_rss(pid: int, timeout: float, step: float = 0.25, still_kib: in
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (from /proc/PID/stat)."""
+    """User + system CPU time of a process and its live children (from
+    /proc: ``--workers`` serves from child processes)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    for child in _children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 def machine_busy() -> float:

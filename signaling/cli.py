@@ -308,6 +308,12 @@ def main() -> None:
 )
 @click.option("--reuse-port", is_flag=True, hidden=True, help="Bind with SO_REUSEPORT.")
 @click.option(
+    "--sibling-links",
+    default="",
+    hidden=True,
+    help="Set by --workers: NODE=FD,... the links to the sibling workers.",
+)
+@click.option(
     "--loop",
     "loop_name",
     type=click.Choice(LOOPS),
@@ -333,6 +339,7 @@ def serve(
     node_id: str | None,
     workers: int,
     reuse_port: bool,
+    sibling_links: str,
     loop_name: str,
     **security: Any,
 ) -> None:
@@ -362,7 +369,13 @@ def serve(
         sys.exit(status)
 
     from rtc_signal.signaling.cluster import ClusterError
+    from rtc_signal.signaling.handover import parse_links
     from rtc_signal.signaling.server import ServerConfig, run_server
+
+    try:
+        links = parse_links(sibling_links)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sibling-links") from None
 
     config = ServerConfig(
         host=host,
@@ -379,6 +392,7 @@ def serve(
         redis_url=redis_url,
         node_id=node_id,
         reuse_port=reuse_port,
+        sibling_links=tuple(links.items()),
         **_security_config(security),
     )
 

@@ -493,6 +493,21 @@ class Cluster:
         else:
             self._send("pub", (f"rtc:node:{node}", message), published)
 
+    def locate(self, kind: str, peer_id: str, done: Callable[[str | None], None]) -> None:
+        """The node that holds ``peer_id`` (of ``kind``) for ``done``; None if
+        nobody does or Redis cannot say (a hint: a node may lose it meanwhile)."""
+        if not self._up:
+            asyncio.get_running_loop().call_soon(done, None)
+            return
+
+        def found(result: Any) -> None:
+            if isinstance(result, bytes):
+                done(result.decode("utf-8", "replace").partition(" ")[0])
+            else:
+                done(None)
+
+        self._send("get", (key(kind, peer_id),), found)
+
     def room_join(
         self, room: str, member: str, max_size: int, done: Callable[[RoomOutcome], None]
     ) -> None:
@@ -653,6 +668,8 @@ class Cluster:
                     pipe.eval(ROOM_JOIN, 0, *args)
                 elif op == "room_leave":
                     pipe.eval(ROOM_LEAVE, 0, *args)
+                elif op == "get":
+                    pipe.get(*args)
                 else:
                     pipe.eval(RELEASE, 1, *args)
             self.stats.messages_out += sum(op in ("pub", "forward") for op, _, _ in batch)

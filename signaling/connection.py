@@ -39,6 +39,7 @@ import contextlib
 import struct
 from typing import Any, ClassVar, Protocol
 
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State
@@ -112,6 +113,7 @@ class FastPathConnection(ServerConnection):
     # Slots, not instance attributes: websockets already sets 27, and past 30
     # CPython stops sharing the keys of instance dicts (+1.3 KiB each).
     __slots__ = (
+        "adopted",
         "allowed_id",
         "allowed_room",
         "backlog",
@@ -128,6 +130,7 @@ class FastPathConnection(ServerConnection):
         "gate",
         "idle",
         "inbox",
+        "may_move",
         "out",
         "owner",
         "partial",
@@ -204,6 +207,11 @@ class FastPathConnection(ServerConnection):
         self.body_waiter: asyncio.Future[None] | None = None
         #: reading is paused because the connection is over its rate limit
         self.throttled = False
+        # -- handing the connection to a sibling worker (signaling/handover.py) --
+        #: its first message may still move it to the worker its call is on
+        self.may_move = False
+        #: it came from a sibling worker, handshake done (see connection_made)
+        self.adopted = False
 
     def start(self, owner: ConnectionOwner, conn: ConnId) -> None:
         """The owner's handler runs: hand it messages from now on."""
@@ -541,7 +549,21 @@ class FastPathConnection(ServerConnection):
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=False)
 
+    def feed(self, data: bytes) -> None:
+        """Parse bytes the client sent before this process had the connection
+        (a handover), as if just read; the owner must have started it."""
+        assert self.owner is not None
+        self._parse(data, self.owner)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.adopted:
+            # Handed over by a sibling worker after its handshake: no handshake
+            # task (ServerConnection's), and the owner counted it at its gate.
+            # Nothing is read until the owner has started it and fed it the
+            # bytes the sibling read (see the owner's adoption).
+            Connection.connection_made(self, transport)
+            transport.pause_reading()  # type: ignore[attr-defined]
+            return
         super().connection_made(transport)
         gate = self.gate
         if gate is None:

@@ -348,6 +348,28 @@ class Router(ClusterRouting):
             return [self._register(conn, state, source, frame, text)]
         return self._route(conn, state, command, source, target, frame, text)
 
+    def handover_target(self, conn: ConnId, frame: Frame) -> str | None:
+        """The answer peer that ``frame``, the first frame of ``conn``, calls,
+        if ``conn`` is a fresh ``/offer`` connection of a cluster node and no
+        peer here holds that ID: the server may then hand the connection to
+        the sibling worker that holds it (signaling/handover.py). None for
+        anything else (which is then routed as usual, errors included)."""
+        state = self._conns.get(conn)
+        if (
+            not self._clustered
+            or state is None
+            or state.path is not Path.OFFER
+            or state.peer_id is not None
+            or state.claimed is not None
+            or wire_size(frame) > self.max_frame
+        ):
+            return None
+        quick = peek_request(frame)
+        if quick is None or quick[0] is not Command.OFFER or not quick[1]:
+            return None
+        target = quick[2]
+        return None if not target or target in self._answers else target
+
     def refuse(self, conn: ConnId, frame: Frame, code: int, msg: str) -> Send:
         """An error reply to ``frame`` that the I/O layer drops unrouted (e.g.
         over the rate limit), in the frame's response command and type."""

@@ -84,6 +84,8 @@ from rtc_signal.signaling.router import (
     Send,
 )
 from rtc_signal.signaling.router import Frame as Message
+from rtc_signal.signaling.server_handover import HandoverMixin
+from rtc_signal.signaling.siblings import SiblingLinks
 from rtc_signal.signaling.whep import PREFIX as WHEP_PREFIX
 from rtc_signal.signaling.whep import WhepGateway
 
@@ -183,6 +185,9 @@ class ServerConfig:
     cluster_ttl: float = 5.0
     #: bind with SO_REUSEPORT (``--workers``: several processes on one port)
     reuse_port: bool = False
+    #: ``--workers``: the links to the sibling workers, (node ID, socket fd)
+    #: each, over which /offer connections move to the worker their call is on
+    sibling_links: tuple[tuple[str, int], ...] = ()
 
 
 #: seconds between two ticks of the router's call table: a call without
@@ -195,7 +200,7 @@ INBOX_SHARES = 4
 _INBOX_FULL = "the target is receiving more than the rate limit allows; message dropped"
 
 
-class SignalingServer:
+class SignalingServer(HandoverMixin):
     """A running signaling server. Use as ``async with SignalingServer(cfg) as s``.
 
     It is its connections' :class:`signaling.connection.ConnectionOwner`:
@@ -221,6 +226,7 @@ class SignalingServer:
         self._connections: dict[ConnId, FastPathConnection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
+        self._conn_class: type[FastPathConnection] | None = None
         #: connections with buffered output, to flush
         self._dirty: list[FastPathConnection] = []
         self._keepalive_task: asyncio.Task[None] | None = None
@@ -314,6 +320,8 @@ class SignalingServer:
             cluster.on_presence = self._room_presence
             cluster.live_members = self.router.local_members
             await cluster.start()
+            if cfg.sibling_links and cfg.certfile is None:  # (TLS state cannot move)
+                self.siblings = SiblingLinks(dict(cfg.sibling_links), self._adopt)
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -335,6 +343,8 @@ class SignalingServer:
             max_queue=MAX_QUEUE,
             reuse_port=cfg.reuse_port or None,
         )
+        if self.siblings is not None:
+            self.siblings.start()
         if cfg.ping_interval is not None:
             self._keepalive_task = asyncio.create_task(
                 self._keepalive(cfg.ping_interval, cfg.ping_timeout)
@@ -373,6 +383,8 @@ class SignalingServer:
             self._call_tick = None
         if self.whep is not None:
             self.whep.close()
+        if self.siblings is not None:
+            self.siblings.close()
         server = self._server
         server.close(close_connections=True)
         # websockets' close() waits, without a deadline, for a full write
@@ -396,7 +408,9 @@ class SignalingServer:
 
     def _connection_class(self) -> type[FastPathConnection]:
         """FastPathConnection with this server's gate set before the connection
-        is made, so that it counts from TCP accept."""
+        is made, so that it counts from TCP accept (one class per server)."""
+        if self._conn_class is not None:
+            return self._conn_class
         gate = self._gate
         server_counters = self.counters
 
@@ -408,7 +422,17 @@ class SignalingServer:
                 super().__init__(*args, **kwargs)
                 self.gate = gate  # (asyncio makes the connection after this)
 
+        self._conn_class = GatedConnection
         return GatedConnection
+
+    def _connection_settings(self) -> dict[str, Any]:
+        """What :func:`serve` gives every connection (for adopted ones too)."""
+        cfg = self.config
+        return {
+            "max_size": cfg.max_frame * HARD_LIMIT_FACTOR,
+            "close_timeout": cfg.close_timeout,
+            "max_queue": MAX_QUEUE,
+        }
 
     def _schedule_call_tick(self) -> None:
         def tick() -> None:
@@ -591,7 +615,9 @@ class SignalingServer:
         if status != http.HTTPStatus.SWITCHING_PROTOCOLS and _is_upgrade(request):
             self.counters.refuse(HANDSHAKE_REFUSED)
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection, initial: bytes = b"") -> None:
+        """websockets' handler: serve ``ws`` until it closes (``initial``: the
+        bytes a sibling worker read from it before handing it over)."""
         # (the handler only runs once the handshake succeeded: both are set)
         assert isinstance(ws, FastPathConnection)
         assert ws.request is not None and ws.response is not None
@@ -615,8 +641,12 @@ class SignalingServer:
             if cfg.idle_timeout is None
             else ws.loop.call_later(cfg.idle_timeout, self._check_idle, conn)
         )
+        ws.may_move = self.siblings is not None and path is Path.OFFER and not ws.adopted
         try:
             ws.start(self, conn)
+            if ws.adopted:
+                ws.feed(initial)
+                self._resume_reading(ws)
             self._run_backlog(ws)  # messages that came before this task started
             self.flush()
             await ws.wait_closed()
@@ -667,6 +697,8 @@ class SignalingServer:
 
     def receive(self, ws: FastPathConnection, message: Message) -> None:
         """Route one message from ``ws`` (not held, nothing queued before it)."""
+        if ws.may_move and self._try_handover(ws, message):
+            return
         bucket = ws.bucket
         if bucket is not None:
             if ws.credits:

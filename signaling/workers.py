@@ -22,12 +22,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from rtc_signal.signaling.handover import format_links
+
 log = logging.getLogger(__name__)
 
 #: how long a worker may take to print its "listening on" line
 START_TIMEOUT = 30.0
 #: how long workers may take to exit after SIGTERM before they are killed
 STOP_TIMEOUT = 10.0
+#: workers linked to each other (N * (N - 1) sockets in the parent at start)
+MAX_LINKED_WORKERS = 16
+#: socket buffer of a sibling link
+LINK_BUFFER = 1024 * 1024
 
 
 def free_port(host: str) -> int:
@@ -38,7 +44,9 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def worker_argv(argv: Sequence[str], port: int, node_id: str) -> list[str]:
+def worker_argv(
+    argv: Sequence[str], port: int, node_id: str, links: dict[str, int] | None = None
+) -> list[str]:
     """The command line of one worker: ours, as one reuse-port node (the
     options added last win over the user's)."""
     return [
@@ -53,7 +61,35 @@ def worker_argv(argv: Sequence[str], port: int, node_id: str) -> list[str]:
         str(port),
         "--node-id",
         node_id,
+        "--sibling-links",
+        format_links(links or {}),
     ]
+
+
+def sibling_links(nodes: Sequence[str]) -> tuple[list[dict[str, int]], list[socket.socket]]:
+    """One SOCK_SEQPACKET socket pair per pair of workers: worker i's links
+    (sibling node -> its end's fd), and every socket (to close once the
+    workers have their copies). None beyond MAX_LINKED_WORKERS workers."""
+    links: list[dict[str, int]] = [{} for _ in nodes]
+    if len(nodes) > MAX_LINKED_WORKERS:
+        log.warning(
+            "more than %d workers: connections are not moved between them, cross-worker "
+            "calls go through Redis",
+            MAX_LINKED_WORKERS,
+        )
+        return links, []
+    socks: list[socket.socket] = []
+    for i in range(len(nodes)):
+        for j in range(i + 1, len(nodes)):
+            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            for sock in (a, b):
+                # room for several handovers in flight (each up to ~96 KiB)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER)
+            links[i][nodes[j]] = a.fileno()
+            links[j][nodes[i]] = b.fileno()
+            socks += (a, b)
+    return links, socks
 
 
 def _first_line(proc: subprocess.Popen[str], deadline: float) -> str | None:
@@ -83,15 +119,22 @@ def run_workers(
     try:
         url = ""
         deadline = time.monotonic() + START_TIMEOUT
-        for i in range(count):
-            procs.append(
-                subprocess.Popen(
-                    worker_argv(argv, port, f"{node_prefix}-{i + 1}"),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    text=True,
+        nodes = [f"{node_prefix}-{i + 1}" for i in range(count)]
+        links, socks = sibling_links(nodes)
+        try:
+            for node, mine in zip(nodes, links, strict=True):
+                procs.append(
+                    subprocess.Popen(
+                        worker_argv(argv, port, node, mine),
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                        pass_fds=tuple(mine.values()),
+                    )
                 )
-            )
+        finally:
+            for sock in socks:  # (the workers have their own copies)
+                sock.close()
         for i, proc in enumerate(procs):
             line = _first_line(proc, deadline)
             if not line or not line.startswith("listening on "):
