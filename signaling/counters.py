@@ -70,6 +70,9 @@ class ServerCounters:
     )
     #: failed calls to Redis; 0 without a cluster
     redis_errors: int = 0
+    #: ``--workers``: /offer connections handed to a sibling worker ("out")
+    #: and taken from one ("in") (signaling/handover.py)
+    moved: dict[str, int] = field(default_factory=lambda: {"out": 0, "in": 0})
 
     def refuse(self, reason: str) -> None:
         """Count one connection-level refusal (or policy close) for ``reason``."""

@@ -234,6 +234,12 @@ class SignalingCollector:
         yield CounterMetricFamily(
             f"{PREFIX}_redis_errors", "Failed calls to Redis", value=redis_errors
         )
+        yield _by_label(
+            f"{PREFIX}_connections_moved",
+            "/offer connections moved to (out) or from (in) a sibling worker",
+            "direction",
+            counters.moved,
+        )
 
     def _refusals(self) -> dict[str, int]:
         refusals = dict.fromkeys(REASONS, 0)

@@ -42,6 +42,7 @@ from rtc_signal.signaling.siblings import Outcome, SiblingLinks
 
 if TYPE_CHECKING:
     from rtc_signal.signaling.cluster import Cluster
+    from rtc_signal.signaling.counters import ServerCounters
     from rtc_signal.signaling.gate import AcceptGate
     from rtc_signal.signaling.router import Router
 
@@ -61,6 +62,7 @@ class HandoverMixin:
         router: Router
         cluster: Cluster | None
         draining: bool
+        counters: ServerCounters
         _gate: AcceptGate[FastPathConnection]
         _server: Server | None
 
@@ -113,6 +115,7 @@ class HandoverMixin:
             return
         # The sibling has the socket (or may have it: no reply in time). Close
         # our copy only: the TCP connection lives on in the sibling.
+        self.counters.moved["out"] += 1
         ws.backlog = None
         ws.partial = b""
         ws.waiting_on = None
@@ -165,6 +168,7 @@ class HandoverMixin:
         if verdict.evict is not None:
             verdict.evict.transport.abort()
         self._gate.admit(ws)  # (its request came long ago)
+        self.counters.moved["in"] += 1
         ws.adopted = True
         ws.splitter = None
         ws.request = Request(handover.path, Headers())

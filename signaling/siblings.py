@@ -61,9 +61,6 @@ class SiblingLinks:
         #: handovers awaiting the sibling's reply: seq -> (done, timer)
         self._pending: dict[int, tuple[Callable[[Outcome], None], asyncio.TimerHandle]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: for /metrics and tests: connections handed to siblings / taken from them
-        self.handed_over = 0
-        self.taken_over = 0
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -114,7 +111,6 @@ class SiblingLinks:
             return False
         timer = loop.call_later(self._reply_timeout, self._timed_out, seq, node)
         self._pending[seq] = (done, timer)
-        self.handed_over += 1  # (taken back out below if the sibling declines)
         return True
 
     def _timed_out(self, seq: int, node: str) -> None:
@@ -153,17 +149,13 @@ class SiblingLinks:
             pending = self._pending.pop(seq, None)
             if pending is not None:
                 pending[1].cancel()
-                if not taken:
-                    self.handed_over -= 1
                 pending[0](taken)
             return
         taken = False
         if len(fds) == 1:
             conn = socket.socket(fileno=fds.pop())
             taken = self._on_handover(decoded, conn)
-            if taken:
-                self.taken_over += 1
-            else:
+            if not taken:
                 conn.close()
         for fd in fds:  # (none normally)
             socket.socket(fileno=fd).close()

@@ -42,6 +42,7 @@ from tests.conftest import (
     running_server,
 )
 from tests.redisserver import RedisServer
+from tests.test_metrics import scrape, value
 from tests.test_cluster import NODE_SETTINGS, no_frame
 
 SECRET = b"k" * 32
@@ -79,8 +80,8 @@ def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
 
 
 def moved(server: SignalingServer) -> tuple[int, int]:
-    assert server.siblings is not None
-    return server.siblings.handed_over, server.siblings.taken_over
+    """(connections moved out, moved in), the counters /metrics exports."""
+    return server.counters.moved["out"], server.counters.moved["in"]
 
 
 # -- the messages (pure) -----------------------------------------------------------
@@ -154,6 +155,9 @@ def test_an_offer_connection_moves_to_the_worker_of_its_target(
                 await expect_response(sender, reply, 0)
             assert n2.cluster.stats.messages_in + n2.cluster.stats.messages_out == bus_before
             assert len(n1.router) == 0, "n1 still holds the connection"
+            name = "rtc_signal_connections_moved_total"
+            assert value(await scrape(n1.url), name, direction="out") == 1
+            assert value(await scrape(n2.url), name, direction="in") == 1
 
     run_on(loop, scenario())
 

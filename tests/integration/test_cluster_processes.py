@@ -137,8 +137,9 @@ def test_workers_without_redis_is_a_usage_error() -> None:
 
 def test_two_workers_share_one_port_and_one_registry(redis_server: RedisServer) -> None:
     """--workers 2: connections land on both workers (both hold IDs in Redis),
-    every offer reaches its answer peer whichever worker each is on, and an ID
-    taken through one worker is taken for all."""
+    every offer reaches its answer peer whichever worker each is on, each
+    offer peer ends up on its answer peer's worker (the connection moved: its
+    call is local), and an ID taken through one worker is taken for all."""
     proc, url = start_server_process("--redis", redis_server.url, "--workers", "2")
     pairs = 12
 
@@ -157,6 +158,10 @@ def test_two_workers_share_one_port_and_one_registry(redis_server: RedisServer) 
                 async with client(url, "/register") as dup:
                     await dup.send(encode_request(Command.INIT, "a0", ""))
                     await expect_response(dup, Command.INIT_RESPONSE, 409)
+            for i in range(pairs):  # the offer ID is held where the answer peer is
+                answer_node = redis_server.command("GET", f"rtc:answer:a{i}").split()[0]
+                offer_node = redis_server.command("GET", f"rtc:offer:o{i}").split()[0]
+                assert offer_node == answer_node, (i, offer_node, answer_node)
             holders = {redis_server.command("GET", f"rtc:answer:a{i}") for i in range(pairs)}
             return {value.split()[0] for value in holders}
         finally:
