@@ -42,8 +42,8 @@ from tests.conftest import (
     running_server,
 )
 from tests.redisserver import RedisServer
-from tests.test_metrics import scrape, value
 from tests.test_cluster import NODE_SETTINGS, no_frame
+from tests.test_metrics import scrape, value
 
 SECRET = b"k" * 32
 
