@@ -193,6 +193,13 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     server_pid = cfg["server_pid"]
     for tx in senders:
         tx.pump()
+    # Measured once every pair is flowing: a call's set-up (with --redis its
+    # ID claims, with --workers a connection moving to its target's worker)
+    # waits for Redis round trips, which on a saturated node take a few of its
+    # loop iterations (each one then relays thousands of frames).
+    flowing_by = time.monotonic() + 30
+    while any(rx.count == 0 for rx in receivers) and time.monotonic() < flowing_by:  # noqa: ASYNC110 (polling counters)
+        await asyncio.sleep(0.05)
     await asyncio.sleep(cfg["warmup"])
     c0, t0 = sum(rx.count for rx in receivers), time.perf_counter()
     s0, p0, m0 = cpu_seconds(server_pid), time.process_time(), machine_busy()
@@ -205,6 +212,9 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     if errors:
         sample = next(tx.error_sample for tx in senders if tx.error_sample)
         raise RuntimeError(f"{errors} unexpected replies, e.g. {sample!r}")
+    silent = [(i, tx.sent, tx.acked) for i, (rx, tx) in enumerate(made) if rx.sample is None]
+    if silent:
+        raise RuntimeError(f"{len(silent)} answer peers got nothing; (pair, sent, acked): {silent}")
     for rx, tx in made:
         check_delivery(kind, rx, tx)
     for peer in (*senders, *receivers):

@@ -82,7 +82,8 @@ class HandoverMixin:
         if target is None or self.cluster is None:
             return False
         ws.waiting_on = ws  # (itself: its next messages queue behind this one)
-        ws.hold(message)
+        # in front: it may come from the backlog, whose rest follows it
+        ws.hold(message, first=True)
         self.cluster.locate(_ANSWER, target, lambda node: self._located(ws, node))
         return True
 
