@@ -56,6 +56,33 @@ def test_members_on_two_nodes_see_each_other_join_and_leave(redis_server: RedisS
     run(scenario())
 
 
+def test_room_members_are_put_back_after_a_redis_restart(redis_server: RedisServer) -> None:
+    """a (node 1) and b (node 2) in r1; Redis restarts empty: once the nodes
+    are back, Redis lists both again, a newcomer c gets [a, b] and both see
+    it join, b's ID in r1 is still taken (409), and a relay a -> b crosses."""
+
+    async def scenario() -> None:
+        async with nodes(redis_server) as (n1, n2), members([n1.url, n2.url], "a", "b") as (a, b):
+            redis_server.stop()
+            await eventually(lambda: not n1.cluster.ready and not n2.cluster.ready)  # type: ignore[union-attr]
+            redis_server.start()
+            await eventually(lambda: n1.cluster.ready and n2.cluster.ready, timeout=10)  # type: ignore[union-attr]
+            assert sorted(redis_server.command("HKEYS", "rtc:room:r1").split()) == ["a", "b"]
+            async with client(n1.url, "/room") as c, client(n2.url, "/room") as thief:
+                assert await join(c, "c", "r1") == ("a", "b")
+                assert await recv_presence(a) == ("c", "a", Presence("r1", "join", member="c"))
+                assert await recv_presence(b) == ("c", "b", Presence("r1", "join", member="c"))
+                assert await join(thief, "b", "r1", code=409) == ()
+            for ws, name in ((a, "a"), (b, "b")):  # c closed: it left
+                assert await recv_presence(ws) == ("c", name, Presence("r1", "leave", member="c"))
+            sent = encode_request(Command.OFFER, "b", "a", b'{"type":"offer","sdp":""}')
+            await b.send(sent)  # b joined later: b offers
+            assert await recv_frame(a) == sent
+            await expect_response(b, Command.OFFER_RESPONSE, 0)
+
+    run(scenario(), 60)
+
+
 def test_a_relay_across_nodes_reaches_only_the_addressed_member(
     redis_server: RedisServer,
 ) -> None:
