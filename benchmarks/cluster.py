@@ -11,7 +11,9 @@ Starts its own ``redis-server`` on a free loopback port (nothing persisted), the
    so about half of the pairs cross nodes through Redis.
 2. Forward latency, p50/p99: an Offer from an offer peer to an answer peer on
    the same node and on another node (two ``--redis`` processes), one at a
-   time, timed from send to receipt in this process (one clock).
+   time, timed from send to receipt in this process (one clock). Then the
+   first Offer of fresh /offer connections, one ``--redis`` node against ``--workers
+   2`` (where about half of them first move to their target's worker).
 3. Memory per registered answer peer on a ``--redis`` node: the node's RSS
    and Redis's ``used_memory`` (INFO memory), before and after ``--peers``
    registrations.
@@ -160,6 +162,25 @@ async def latency(url_a: str, url_b: str, samples: int) -> dict[str, list[float]
     return results
 
 
+async def first_offer(url: str, samples: int) -> list[float]:
+    """Times (ms) from a fresh /offer connection's first Offer to its arrival at
+    the answer peer: with ``--workers`` about half of these connections first
+    move to the answer peer's worker (signaling/handover.py)."""
+    times: list[float] = []
+    async with connect(url + "/register", compression=None, ping_interval=None) as bob:
+        await bob.send(rtc_request(1, "first-bob", "", None))
+        await bob.recv()
+        for i in range(samples):
+            async with connect(url + "/offer", compression=None, ping_interval=None) as alice:
+                frame = rtc_request(3, f"first-{i}", "first-bob", b'{"type":"offer","sdp":""}')
+                start = time.perf_counter()
+                await alice.send(frame)
+                await bob.recv()
+                times.append((time.perf_counter() - start) * 1000)
+                await alice.recv()  # the ack
+    return times
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -215,6 +236,24 @@ def main() -> None:
         finally:
             a.stop()
             b.stop()
+        one = node(url, "bench-one")
+        two = start_command(
+            "workers",
+            " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", url, "--workers", "2")),
+        )
+        try:
+            rows = {
+                "one --redis node": asyncio.run(first_offer(one.url, args.samples // 2)),
+                "--workers 2": asyncio.run(first_offer(two.url, args.samples // 2)),
+            }
+        finally:
+            one.stop()
+            two.stop()
+        print("\n## 2b. a call's first Offer on a fresh /offer connection (ms)\n")
+        print("| server | p50 | p90 | p99 | samples |\n| --- | ---: | ---: | ---: | ---: |")
+        for name, times in rows.items():
+            p50, p90, p99 = (percentile(times, q) for q in (0.5, 0.9, 0.99))
+            print(f"| {name} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {len(times)} |")
         c = node(url, "bench-mem")
         try:
             node_bytes, redis_bytes = asyncio.run(memory(c.url, url, c.pid, args.peers))
