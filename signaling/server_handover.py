@@ -129,9 +129,10 @@ class HandoverMixin:
         """Route the held messages here (through Redis), as without workers."""
         if ws.waiting_on is ws:
             ws.waiting_on = None
-        if ws.protocol.state is _OPEN:
-            self._run_backlog(ws)
-            self.flush()
+        # (also if the client left meanwhile: as for any queued message, and
+        # it resolves ``idle``, which the connection's handler waits for)
+        self._run_backlog(ws)
+        self.flush()
 
     @staticmethod
     def _resume_reading(ws: FastPathConnection) -> None:

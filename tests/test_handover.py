@@ -272,3 +272,28 @@ def test_connections_that_must_stay_do_not_move(redis_server: RedisServer) -> No
             assert moved(n1) == (0, 0) and moved(n2) == (0, 0)
 
     run(scenario())
+
+
+def test_a_client_that_leaves_while_its_target_is_looked_up_is_let_go(
+    redis_server: RedisServer,
+) -> None:
+    """Redis paused (CLIENT PAUSE) while n1 looks up alice's target; alice
+    closes meanwhile: once Redis answers, n1 routes what she sent before she
+    left (as any queued message: bob gets her Offer, through Redis) and lets
+    her connection go (nothing left in its router); nothing moved."""
+
+    async def scenario() -> None:
+        async with (
+            linked_nodes(redis_server) as (n1, n2),
+            client(n2.url, "/register") as bob,
+        ):
+            await register(bob, "bob")
+            async with client(n1.url, "/offer") as alice:
+                redis_server.command("CLIENT", "PAUSE", "1500", "ALL")
+                await alice.send(offer_frame("alice", "bob"))
+                await asyncio.sleep(0.2)
+            assert await recv_frame(bob, timeout=10) == offer_frame("alice", "bob")
+            await eventually(lambda: len(n1.router) == 0, timeout=10)
+            assert moved(n1) == (0, 0)
+
+    run(scenario())
