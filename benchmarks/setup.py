@@ -81,7 +81,14 @@ from _common import (
 )
 from bench_cli import aiortc_tuning, event_loop
 
-SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open", "fingerprint_cache")
+SETUP_TWEAKS = (
+    "ice_pacing",
+    "dtls_warmup",
+    "dtls_context",
+    "dcep_open",
+    "fingerprint_cache",
+    "spare_certificate",
+)
 BASELINE = "no set-up tweaks"
 
 

@@ -1,7 +1,7 @@
 """Data-channel and call set-up speed-ups for aiortc/aioice, applied at run time (no fork).
 
-(Set-up: ``ice_pacing``, ``dtls_warmup``, ``dtls_context``, ``dcep_open`` and
-``fingerprint_cache``, sections 8 to 12 below; the rest
+(Set-up: ``ice_pacing``, ``dtls_warmup``, ``dtls_context``, ``dcep_open``,
+``fingerprint_cache`` and ``spare_certificate``, sections 8 to 13 below; the rest
 of this docstring is about the data path.)
 
 aiortc's SCTP and DTLS run in Python, one ~1.2 kB packet at a time, so the
@@ -680,16 +680,18 @@ def _install_dtls_context() -> list[tuple[Any, str, Any]]:
     def _profiles_key(profiles: Any) -> tuple[bytes, ...]:
         return tuple(p.openssl_profile for p in profiles)
 
+    def prepare_context(certificate: Any, profiles: Any) -> None:
+        prepared = certificate.__dict__.setdefault("_tuning_contexts", {})
+        key = _profiles_key(profiles)
+        if key not in prepared:
+            prepared[key] = original_create(certificate, srtp_profiles=profiles)
+            _Warmup.done = True  # the process's first context is built now
+
     def prepare(pc: Any) -> None:
         try:
             for transport in _dtls_transports(pc):
                 certificate = transport._RTCDtlsTransport__local_certificate
-                profiles = transport._srtp_profiles
-                prepared = certificate.__dict__.setdefault("_tuning_contexts", {})
-                key = _profiles_key(profiles)
-                if key not in prepared:
-                    prepared[key] = original_create(certificate, srtp_profiles=profiles)
-                    _Warmup.done = True  # the process's first context is built now
+                prepare_context(certificate, transport._srtp_profiles)
         except Exception as exc:  # an optimisation must never fail a call
             log.debug("DTLS context preparation failed: %r", exc)
 
@@ -708,7 +710,14 @@ def _install_dtls_context() -> list[tuple[Any, str, Any]]:
     undo: list[tuple[Any, str, Any]] = []
     _set(dtls.RTCCertificate, "_create_ssl_context", _create_ssl_context, undo)
     _set(RTCPeerConnection, "setLocalDescription", setLocalDescription, undo)
+    _set(_Contexts, "prepare", staticmethod(prepare_context), undo)
     return undo
+
+
+class _Contexts:
+    #: dtls_context's preparation of one (certificate, SRTP profiles) context,
+    #: while that tweak is applied (the spare certificate's context uses it)
+    prepare: Callable[[Any, Any], None] | None = None
 
 
 # -- 11. DCEP: the opener's ordered channel opens once DATA_CHANNEL_OPEN is sent ----
@@ -787,6 +796,75 @@ def _install_fingerprint_cache() -> list[tuple[Any, str, Any]]:
     return undo
 
 
+# -- 13. DTLS: the next call's certificate is made while the process is idle -------
+#
+# RTCPeerConnection() generates its ECDSA P-256 key and self-signed certificate
+# (~0.6-0.9 ms on a calm machine, several ms under load), and dtls_context then
+# builds its DTLS context (~1 ms) one loop turn after setLocalDescription. On
+# an answer peer both fall on the critical path: the certificate between the
+# offer's arrival and the answer, and the context right when the offerer's
+# first ICE check arrives and the answer peer's own first check is due (traced:
+# the check's reply and our own check waited 1-3 ms for it). prepare_spare()
+# makes the next connection's certificate ahead of time, with its fingerprints
+# (kept by fingerprint_cache) and its DTLS context (dtls_context, when that
+# tweak is applied), at moments the process would otherwise idle: an answer
+# peer once registered and after each call's channel has opened, an offering
+# process while it connects to the signaling server. While this tweak is
+# applied RTCCertificate.generateCertificate() hands out that spare, once,
+# instead of making a certificate then. Every connection still gets its own
+# fresh key and certificate, used for that connection only; a spare older
+# than SPARE_MAX_AGE (the certificate is valid for 30 days from a day before it
+# was made) is dropped and a certificate made as before. Same SDP and DTLS.
+
+#: a spare certificate older than this (seconds) is not handed out
+SPARE_MAX_AGE = 3600.0
+
+
+class _Spare:
+    enabled = False
+    #: aiortc's own certificate maker (the function behind the classmethod)
+    make: Callable[[Any], Any] | None = None
+    certificate: Any = None
+    made = 0.0
+
+
+def _install_spare_certificate() -> list[tuple[Any, str, Any]]:
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    make = RTCCertificate.__dict__["generateCertificate"].__func__
+
+    def generateCertificate(cls: Any) -> Any:
+        spare, _Spare.certificate = _Spare.certificate, None
+        if type(spare) is cls and time.monotonic() - _Spare.made < SPARE_MAX_AGE:
+            return spare
+        return make(cls)
+
+    undo: list[tuple[Any, str, Any]] = []
+    _set(RTCCertificate, "generateCertificate", classmethod(generateCertificate), undo)
+    _set(_Spare, "make", staticmethod(make), undo)
+    _set(_Spare, "certificate", None, undo)
+    _set(_Spare, "enabled", True, undo)
+    return undo
+
+
+def prepare_spare() -> None:
+    """Make the next connection's certificate now (with its fingerprints and
+    DTLS context), if the ``spare_certificate`` tweak is applied and there is
+    no spare yet: call it where the process is idle."""
+    if not _Spare.enabled or _Spare.make is None or _Spare.certificate is not None:
+        return
+    try:
+        from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate
+
+        certificate = _Spare.make(RTCCertificate)
+        certificate.getFingerprints()  # kept on it by fingerprint_cache
+        if _Contexts.prepare is not None:
+            _Contexts.prepare(certificate, SRTP_PROFILES)
+        _Spare.certificate, _Spare.made = certificate, time.monotonic()
+    except Exception as exc:  # an optimisation must never fail a call
+        log.debug("spare certificate failed: %r", exc)
+
+
 _TWEAKS = [
     _Tweak("stun_demux", "aioice", _install_stun_demux),
     _Tweak("delayed_sack", "aiortc", _install_delayed_sack),
@@ -800,6 +878,7 @@ _TWEAKS = [
     _Tweak("dtls_context", "aiortc", _install_dtls_context),
     _Tweak("dcep_open", "aiortc", _install_dcep_open),
     _Tweak("fingerprint_cache", "aiortc", _install_fingerprint_cache),
+    _Tweak("spare_certificate", "aiortc", _install_spare_certificate),
 ]
 NAMES = tuple(t.name for t in _TWEAKS)
 
