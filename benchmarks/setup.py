@@ -88,6 +88,7 @@ SETUP_TWEAKS = (
     "dcep_open",
     "fingerprint_cache",
     "spare_certificate",
+    "lazy_srtp",
 )
 BASELINE = "no set-up tweaks"
 

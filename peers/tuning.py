@@ -1,7 +1,8 @@
 """Data-channel and call set-up speed-ups for aiortc/aioice, applied at run time (no fork).
 
 (Set-up: ``ice_pacing``, ``dtls_warmup``, ``dtls_context``, ``dcep_open``,
-``fingerprint_cache`` and ``spare_certificate``, sections 8 to 13 below; the rest
+``fingerprint_cache``, ``spare_certificate`` and ``lazy_srtp``, sections 8 to
+14 below; the rest
 of this docstring is about the data path.)
 
 aiortc's SCTP and DTLS run in Python, one ~1.2 kB packet at a time, so the
@@ -865,6 +866,92 @@ def prepare_spare() -> None:
         log.debug("spare certificate failed: %r", exc)
 
 
+# -- 14. DTLS: SRTP sessions are made when the first RTP or RTCP packet needs them ----
+#
+# When the DTLS handshake completes, aiortc's _setup_srtp() derives the SRTP
+# keys (RFC 5764) and makes two libsrtp sessions (~0.25 ms together), before
+# the transport reports "connected" and SCTP may start: on the critical path of
+# both peers, also for a data-channel-only connection, which never sends RTP.
+# Here the profile check and key derivation are aiortc's, done at the same
+# moment (so a handshake without an SRTP profile still fails as before), but
+# each session is made on its first protect/unprotect call, with the same
+# policy (same keys, SSRC_ANY_INBOUND/OUTBOUND, allow_repeat_tx, window 1024).
+# Nothing changes on the wire.
+
+
+class _LazySrtpSession:
+    """A pylibsrtp Session, made with aiortc's policy on first use."""
+
+    __slots__ = ("_key", "_profile", "_session", "_ssrc_type")
+
+    def __init__(self, key: bytes, ssrc_type: int, profile: int) -> None:
+        self._key, self._ssrc_type, self._profile = key, ssrc_type, profile
+        self._session: Any = None
+
+    def _made(self) -> Any:
+        if self._session is None:
+            from pylibsrtp import Policy, Session
+
+            policy = Policy(key=self._key, ssrc_type=self._ssrc_type, srtp_profile=self._profile)
+            policy.allow_repeat_tx = True
+            policy.window_size = 1024
+            self._session = Session(policy)
+        return self._session
+
+    def protect(self, packet: bytes) -> bytes:
+        result: bytes = self._made().protect(packet)
+        return result
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        result: bytes = self._made().protect_rtcp(packet)
+        return result
+
+    def unprotect(self, packet: bytes) -> bytes:
+        result: bytes = self._made().unprotect(packet)
+        return result
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        result: bytes = self._made().unprotect_rtcp(packet)
+        return result
+
+
+def _install_lazy_srtp() -> list[tuple[Any, str, Any]]:
+    from aiortc import rtcdtlstransport as dtls
+    from pylibsrtp import Policy
+
+    failed = dtls.State.FAILED
+
+    def _setup_srtp(self: Any) -> None:
+        # aiortc 1.16.0's _setup_srtp, but for the two Session(policy) calls
+        log_debug = self._RTCDtlsTransport__log_debug
+        openssl_profile = self._ssl.get_selected_srtp_profile()
+        for srtp_profile in self._srtp_profiles:
+            if srtp_profile.openssl_profile == openssl_profile:
+                log_debug("x DTLS handshake negotiated %s", srtp_profile.openssl_profile.decode())
+                break
+        else:
+            log_debug("x DTLS handshake failed (no SRTP profile negotiated)")
+            self._set_state(failed)
+            return
+        view = self._ssl.export_keying_material(
+            b"EXTRACTOR-dtls_srtp",
+            2 * (srtp_profile.key_length + srtp_profile.salt_length),
+        )
+        if self._role == "server":
+            tx_key = srtp_profile.get_key_and_salt(view, 1)
+            rx_key = srtp_profile.get_key_and_salt(view, 0)
+        else:
+            tx_key = srtp_profile.get_key_and_salt(view, 0)
+            rx_key = srtp_profile.get_key_and_salt(view, 1)
+        libsrtp_profile = srtp_profile.libsrtp_profile
+        self._rx_srtp = _LazySrtpSession(rx_key, Policy.SSRC_ANY_INBOUND, libsrtp_profile)
+        self._tx_srtp = _LazySrtpSession(tx_key, Policy.SSRC_ANY_OUTBOUND, libsrtp_profile)
+
+    undo: list[tuple[Any, str, Any]] = []
+    _set(dtls.RTCDtlsTransport, "_setup_srtp", _setup_srtp, undo)
+    return undo
+
+
 _TWEAKS = [
     _Tweak("stun_demux", "aioice", _install_stun_demux),
     _Tweak("delayed_sack", "aiortc", _install_delayed_sack),
@@ -879,6 +966,7 @@ _TWEAKS = [
     _Tweak("dcep_open", "aiortc", _install_dcep_open),
     _Tweak("fingerprint_cache", "aiortc", _install_fingerprint_cache),
     _Tweak("spare_certificate", "aiortc", _install_spare_certificate),
+    _Tweak("lazy_srtp", "aiortc", _install_lazy_srtp),
 ]
 NAMES = tuple(t.name for t in _TWEAKS)
 

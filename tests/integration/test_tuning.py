@@ -775,3 +775,84 @@ def test_an_answer_peer_prepares_a_spare_certificate_when_registered_and_after_a
     assert registered is not None
     assert used is registered
     assert after is not None and after is not registered
+
+
+# -- lazy_srtp --------------------------------------------------------------------------
+
+
+def _dtls_class() -> Any:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    return RTCDtlsTransport
+
+
+def test_lazy_srtp_is_applied_and_undone_by_remove() -> None:
+    """lazy_srtp replaces RTCDtlsTransport._setup_srtp while applied; remove()
+    puts aiortc's back (and apply() the tweak again)."""
+    owner = _dtls_class()
+    original_method = tuning.original(owner, "_setup_srtp")
+    assert "lazy_srtp" in tuning.applied()
+    assert owner._setup_srtp is not original_method
+    tuning.remove()
+    try:
+        assert owner._setup_srtp is original_method
+    finally:
+        tuning.apply(tuning.NAMES)
+    assert owner._setup_srtp is not original_method
+
+
+def test_lazy_srtp_is_skipped_with_an_unverified_aiortc(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another aiortc version: aiortc's _setup_srtp stays, and the skip is logged."""
+    owner = _dtls_class()
+    original_method = tuning.original(owner, "_setup_srtp")
+    monkeypatch.setitem(tuning.VERIFIED, "aiortc", ("0.0.1",))
+    tuning.remove()
+    try:
+        with caplog.at_level("INFO", logger=tuning.__name__):
+            assert "lazy_srtp" not in tuning.apply(("lazy_srtp",))
+        assert owner._setup_srtp is original_method
+        assert any(
+            "lazy_srtp skipped: installed aiortc" in record.getMessage()
+            for record in caplog.records
+        )
+    finally:
+        monkeypatch.undo()
+        tuning.remove()
+        tuning.apply(tuning.NAMES)
+
+
+@pytest.mark.parametrize("tuning_state", ["on", "off"], indirect=True)
+def test_srtp_keys_match_across_a_real_handshake_with_or_without_lazy_srtp(
+    tuning_state: None,
+) -> None:
+    """After a real DTLS handshake between two connections, an RTP and an RTCP
+    packet protected by one side are unprotected by the other, both ways (the
+    keys and roles are aiortc's); with lazy_srtp no libsrtp session exists
+    before that first packet."""
+    rtp = bytes([0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 42]) + b"payload"
+    rtcp = bytes([0x80, 200, 0, 6, 0, 0, 0, 42]) + bytes(20)  # a sender report
+
+    async def scenario() -> list[bool]:
+        offerer, answerer, (channel,) = await _pc_pair(None, ("srtp", True))
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        try:
+            async with asyncio.timeout(20):
+                await opened.wait()
+            one = offerer.sctp.transport
+            other = answerer.sctp.transport
+            lazy = [isinstance(t._tx_srtp, tuning._LazySrtpSession) for t in (one, other)]
+            if all(lazy):
+                assert one._tx_srtp._session is None and other._rx_srtp._session is None
+            for sender, receiver in ((one, other), (other, one)):
+                assert receiver._rx_srtp.unprotect(sender._tx_srtp.protect(rtp)) == rtp
+                assert receiver._rx_srtp.unprotect_rtcp(sender._tx_srtp.protect_rtcp(rtcp)) == rtcp
+            return lazy
+        finally:
+            await offerer.close()
+            await answerer.close()
+
+    lazy = run(scenario(), timeout=40)
+    assert lazy == ["lazy_srtp" in tuning.applied()] * 2
