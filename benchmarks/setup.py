@@ -14,20 +14,41 @@ processes of a call run the same variant. Variants (peers/tuning.py):
 
 - ``tuned``: every tweak, as rtc-peer runs by default;
 - ``without <tweak>`` for each set-up tweak (``ice_pacing``, ``dtls_warmup``,
-  ``dtls_context``, ``dcep_open``, ``fingerprint_cache``): every tweak but
-  that one (what each is worth on its own);
+  ``dtls_context``, ``dcep_open``, ``fingerprint_cache``,
+  ``spare_certificate``, ``lazy_srtp``): every tweak but that one (what each
+  is worth on its own);
 - ``ice_pacing + dtls_warmup only``: the first two set-up tweaks without the
-  later three;
-- ``no set-up tweaks``: every tweak but the five set-up ones: aioice's ICE
+  later five;
+- ``no set-up tweaks``: every tweak but the seven set-up ones: aioice's ICE
   pacing, a cold DTLS context in each process and so on, the same-run
   baseline;
 - ``no tuning``: ``RTC_PEER_NO_TUNING=1``, aiortc/aioice as installed (reference).
 
 Prints the median (min-max) of each and the ratio of medians to the baseline.
 
-Measured on the shared 2-core VM with one other session running browser
-tests (load average ~2), ms (setup_ms from perf_counter since the later
-three tweaks; before, uvloop's 1 ms clock steps)::
+With ``spare_certificate`` and ``lazy_srtp`` (shared 2-core VM, other
+sessions at work; ms)::
+
+    15 runs each, load ~1.6          median   min-max   vs baseline
+    tuned                              10.6    9-18     0.27
+    without spare_certificate          12.7   10-22     0.32
+    without lazy_srtp                  15.8    9-22     0.40
+    no set-up tweaks                   39.9   36-50     1.00
+
+    20 runs each, load 4 -> 1.8      median   min-max
+    tuned                              12.5   11-18
+    without spare_certificate          13.5   11-17
+    without lazy_srtp                  13.4   10-18
+    no set-up tweaks                   41.1   37-61
+
+(each is worth ~1 ms in the traces: the spare saves the answer peer's
+certificate, ~0.6-0.9 ms before its answer, and its DTLS context, which
+otherwise ran right when the offerer's first ICE check arrived; lazy_srtp
+~0.25 ms on each peer between the DTLS handshake and SCTP's INIT; the 15.8
+above is the load's doing). The figures before them, on the shared 2-core
+VM with one other session running browser tests (load average ~2), ms
+(setup_ms from perf_counter since dtls_context; before, uvloop's 1 ms clock
+steps)::
 
     30 runs each                     median   min   vs baseline
     tuned                              20.4    13   0.41
@@ -47,13 +68,20 @@ fingerprint_cache ~0.5 ms, per the traces) drown in the load's +-3 ms; the
 earlier figures (10 runs, load 9-20): tuned 56.0, without ice_pacing 70.0,
 without dtls_warmup 86.5, baseline 76.5, no tuning 108.5.
 
-Where a tuned call's ~16 ms go (offerer and answer peer instrumented with
-timestamps, a calm run): offer through the server to the answer peer ~1.5;
-answer peer (RTCPeerConnection with a new certificate 0.9, setRemoteDescription
-1.3, createAnswer 0.5, setLocalDescription 1.6 of which gathering 0.9) ~5;
-answer through the server ~1.4; offerer's setRemoteDescription 1-1.5; ICE
-check round trip ~1.3; DTLS handshake (2 round trips, ECDHE and ECDSA on both
-sides) ~4; SCTP four-way handshake ~1.6; DCEP OPEN handed to SCTP ~0.2.
+Where a tuned call's ~13 ms go (offerer and answer peer instrumented with
+perf_counter timestamps, a calm run, all seven set-up tweaks): offer through
+the server to the answer peer ~0.9; answer peer ~3.6 (acknowledging the offer
+to the server 0.6, of which 0.4 in the socket write; RTCPeerConnection 0.1
+with the spare certificate; setRemoteDescription 0.8, createAnswer 0.15,
+setLocalDescription 0.8 of which gathering 0.5; the answer's body 0.3); answer
+through the server ~0.75; offerer: acknowledging it 0.4, setRemoteDescription
+0.6, its check 0.4 later; ICE check round trip ~0.9 (the answer peer's own
+check reached the offerer before the answer did); DTLS handshake ~3.5 (2
+round trips; OpenSSL's own work ~0.3 + 0.6 + 0.45 ms for the three flights
+that need ECDHE/ECDSA, measured apart, the rest Python and wake-ups);
+fingerprint check 0.25 per side; SCTP handshake ~1.5 (both sides send INIT,
+RFC 8841); DCEP OPEN handed to SCTP ~0.1. An earlier calm trace before
+spare_certificate and lazy_srtp: ~16 ms, the answer peer's share ~5.
 Loopback only; no ICE server. rtc-peer runs on uvloop when installed, whose
 clock has millisecond steps: setup_ms comes in whole milliseconds then.
 Bounded: every child has a timeout, the whole run ``--time-limit`` (SIGALRM),
@@ -81,7 +109,15 @@ from _common import (
 )
 from bench_cli import aiortc_tuning, event_loop
 
-SETUP_TWEAKS = ("ice_pacing", "dtls_warmup", "dtls_context", "dcep_open", "fingerprint_cache")
+SETUP_TWEAKS = (
+    "ice_pacing",
+    "dtls_warmup",
+    "dtls_context",
+    "dcep_open",
+    "fingerprint_cache",
+    "spare_certificate",
+    "lazy_srtp",
+)
 BASELINE = "no set-up tweaks"
 
 

@@ -51,7 +51,7 @@ from rtc_signal.peers.pake import ABORT_BODY, CodeAuth, CodeMismatch, CodeNotFou
 from rtc_signal.peers.reconnect import Backoff, ReconnectPolicy, new_resume_key, register_path
 from rtc_signal.peers.signaling_client import SignalingClient
 from rtc_signal.peers.tuning import apply as apply_tuning
-from rtc_signal.peers.tuning import warm_up
+from rtc_signal.peers.tuning import prepare_spare, warm_up
 from rtc_signal.proto import (
     CANDIDATE_PREFIX,
     Command,
@@ -278,8 +278,10 @@ async def call(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + config.connect_timeout
     with restrict_host_addresses(config.ice.host_addresses):
-        # the process's first DTLS context costs ~5-7 ms once: pay it while the
-        # signaling connection is being set up (peers/tuning.py, dtls_warmup)
+        # the process's first DTLS context costs ~5-7 ms once, and the call's
+        # certificate ~1 ms: pay them while the signaling connection is being
+        # set up (peers/tuning.py, spare_certificate and dtls_warmup)
+        loop.call_soon(prepare_spare)
         loop.call_soon(warm_up)
         signaling = await SignalingClient.connect(
             config.signal_url,
@@ -538,7 +540,9 @@ class AnswerPeer:
         self._registered.set()
         if self.on_registered is not None:
             self.on_registered(url)
-        warm_up()  # idle until the first caller (peers/tuning.py)
+        # idle until the first caller: its certificate now (peers/tuning.py)
+        prepare_spare()
+        warm_up()
         return signaling
 
     def _status(self, line: str) -> None:
@@ -789,6 +793,8 @@ class AnswerPeer:
             )
             log.info("data channel open with %r via %s", caller, selected_pair(pc))
             setup = asyncio.get_running_loop().time() - offered
+            # set up: the next caller's certificate now, not when it calls
+            asyncio.get_running_loop().call_soon(prepare_spare)
             await self._run_handlers(handler, channel, channels, negotiation, setup)
         except (PeerError, ProtocolError) as exc:
             log.warning("call from %r failed: %s", caller, exc)

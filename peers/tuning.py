@@ -1,7 +1,8 @@
 """Data-channel and call set-up speed-ups for aiortc/aioice, applied at run time (no fork).
 
-(Set-up: ``ice_pacing``, ``dtls_warmup``, ``dtls_context``, ``dcep_open`` and
-``fingerprint_cache``, sections 8 to 12 below; the rest
+(Set-up: ``ice_pacing``, ``dtls_warmup``, ``dtls_context``, ``dcep_open``,
+``fingerprint_cache``, ``spare_certificate`` and ``lazy_srtp``, sections 8 to
+14 below; the rest
 of this docstring is about the data path.)
 
 aiortc's SCTP and DTLS run in Python, one ~1.2 kB packet at a time, so the
@@ -78,6 +79,24 @@ Tried and left out:
   sender only, while the receiver is as busy;
 - restarting T3 without a new timer per SACK: measured ~1%, within noise;
 - other Channel.send thresholds (256 KiB to 4 MiB): no difference.
+
+Tried for call set-up and left out (benchmarks/setup.py, same-run A/B):
+
+- the answer sent straight from createAnswer(), before gathering, its
+  candidates trickled after it (RFC 8838; the offerer learns our address from
+  our first check anyway): 23.7 vs 20.9 and 27.6 vs 23.7 ms medians at load
+  ~3, i.e. no gain: two more signaling messages for the offerer to take and
+  acknowledge during its ICE/DTLS, and each socket write to the server can
+  hand the CPU to it when the machine is busy;
+- acknowledging the forwarded offer/answer to the server (which only logs
+  it) after the answer / after our first ICE check instead of first (the
+  write takes 0.3-0.6 ms in traces): 23.2 vs 17.7, 15.8 vs 17.6, 15.5 vs
+  14.8 ms in three runs: noise, not a gain;
+- gc.freeze() after start-up: only young-generation collections run during a
+  set-up (0.25-0.6 ms each, ~1 per call and process); 19.6 vs 20.0 ms;
+- a cheaper DTLS handshake: the flights' OpenSSL work is ~1.4 ms in all,
+  mostly ECDHE and the CertificateVerify signature and check, which WebRTC
+  needs; no DTLS 1.3 (one round trip less) in the installed OpenSSL build.
 """
 
 from __future__ import annotations
@@ -680,16 +699,18 @@ def _install_dtls_context() -> list[tuple[Any, str, Any]]:
     def _profiles_key(profiles: Any) -> tuple[bytes, ...]:
         return tuple(p.openssl_profile for p in profiles)
 
+    def prepare_context(certificate: Any, profiles: Any) -> None:
+        prepared = certificate.__dict__.setdefault("_tuning_contexts", {})
+        key = _profiles_key(profiles)
+        if key not in prepared:
+            prepared[key] = original_create(certificate, srtp_profiles=profiles)
+            _Warmup.done = True  # the process's first context is built now
+
     def prepare(pc: Any) -> None:
         try:
             for transport in _dtls_transports(pc):
                 certificate = transport._RTCDtlsTransport__local_certificate
-                profiles = transport._srtp_profiles
-                prepared = certificate.__dict__.setdefault("_tuning_contexts", {})
-                key = _profiles_key(profiles)
-                if key not in prepared:
-                    prepared[key] = original_create(certificate, srtp_profiles=profiles)
-                    _Warmup.done = True  # the process's first context is built now
+                prepare_context(certificate, transport._srtp_profiles)
         except Exception as exc:  # an optimisation must never fail a call
             log.debug("DTLS context preparation failed: %r", exc)
 
@@ -708,7 +729,14 @@ def _install_dtls_context() -> list[tuple[Any, str, Any]]:
     undo: list[tuple[Any, str, Any]] = []
     _set(dtls.RTCCertificate, "_create_ssl_context", _create_ssl_context, undo)
     _set(RTCPeerConnection, "setLocalDescription", setLocalDescription, undo)
+    _set(_Contexts, "prepare", staticmethod(prepare_context), undo)
     return undo
+
+
+class _Contexts:
+    #: dtls_context's preparation of one (certificate, SRTP profiles) context,
+    #: while that tweak is applied (the spare certificate's context uses it)
+    prepare: Callable[[Any, Any], None] | None = None
 
 
 # -- 11. DCEP: the opener's ordered channel opens once DATA_CHANNEL_OPEN is sent ----
@@ -787,6 +815,165 @@ def _install_fingerprint_cache() -> list[tuple[Any, str, Any]]:
     return undo
 
 
+# -- 13. DTLS: the next call's certificate is made while the process is idle -------
+#
+# RTCPeerConnection() generates its ECDSA P-256 key and self-signed certificate
+# (~0.6-0.9 ms on a calm machine, several ms under load), and dtls_context then
+# builds its DTLS context (~1 ms) one loop turn after setLocalDescription. On
+# an answer peer both fall on the critical path: the certificate between the
+# offer's arrival and the answer, and the context right when the offerer's
+# first ICE check arrives and the answer peer's own first check is due (traced:
+# the check's reply and our own check waited 1-3 ms for it). prepare_spare()
+# makes the next connection's certificate ahead of time, with its fingerprints
+# (kept by fingerprint_cache) and its DTLS context (dtls_context, when that
+# tweak is applied), at moments the process would otherwise idle: an answer
+# peer once registered and after each call's channel has opened, an offering
+# process while it connects to the signaling server. While this tweak is
+# applied RTCCertificate.generateCertificate() hands out that spare, once,
+# instead of making a certificate then. Every connection still gets its own
+# fresh key and certificate, used for that connection only; a spare older
+# than SPARE_MAX_AGE (the certificate is valid for 30 days from a day before it
+# was made) is dropped and a certificate made as before. Same SDP and DTLS.
+# Measured (benchmarks/setup.py, medians): 12.7 -> 10.6 ms (15 runs, load
+# ~1.6), 13.5 -> 12.5 ms (20 runs, load 4 -> 1.8); 22.4 -> 17.5 under load 6.
+
+#: a spare certificate older than this (seconds) is not handed out
+SPARE_MAX_AGE = 3600.0
+
+
+class _Spare:
+    enabled = False
+    #: aiortc's own certificate maker (the function behind the classmethod)
+    make: Callable[[Any], Any] | None = None
+    certificate: Any = None
+    made = 0.0
+
+
+def _install_spare_certificate() -> list[tuple[Any, str, Any]]:
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    make = RTCCertificate.__dict__["generateCertificate"].__func__
+
+    def generateCertificate(cls: Any) -> Any:
+        spare, _Spare.certificate = _Spare.certificate, None
+        if type(spare) is cls and time.monotonic() - _Spare.made < SPARE_MAX_AGE:
+            return spare
+        return make(cls)
+
+    undo: list[tuple[Any, str, Any]] = []
+    _set(RTCCertificate, "generateCertificate", classmethod(generateCertificate), undo)
+    _set(_Spare, "make", staticmethod(make), undo)
+    _set(_Spare, "certificate", None, undo)
+    _set(_Spare, "enabled", True, undo)
+    return undo
+
+
+def prepare_spare() -> None:
+    """Make the next connection's certificate now (with its fingerprints and
+    DTLS context), if the ``spare_certificate`` tweak is applied and there is
+    no spare yet: call it where the process is idle."""
+    if not _Spare.enabled or _Spare.make is None or _Spare.certificate is not None:
+        return
+    try:
+        from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate
+
+        certificate = _Spare.make(RTCCertificate)
+        certificate.getFingerprints()  # kept on it by fingerprint_cache
+        if _Contexts.prepare is not None:
+            _Contexts.prepare(certificate, SRTP_PROFILES)
+        _Spare.certificate, _Spare.made = certificate, time.monotonic()
+    except Exception as exc:  # an optimisation must never fail a call
+        log.debug("spare certificate failed: %r", exc)
+
+
+# -- 14. DTLS: SRTP sessions are made when the first RTP or RTCP packet needs them ----
+#
+# When the DTLS handshake completes, aiortc's _setup_srtp() derives the SRTP
+# keys (RFC 5764) and makes two libsrtp sessions (~0.25 ms together), before
+# the transport reports "connected" and SCTP may start: on the critical path of
+# both peers, also for a data-channel-only connection, which never sends RTP.
+# Here the profile check and key derivation are aiortc's, done at the same
+# moment (so a handshake without an SRTP profile still fails as before), but
+# each session is made on its first protect/unprotect call, with the same
+# policy (same keys, SSRC_ANY_INBOUND/OUTBOUND, allow_repeat_tx, window 1024).
+# Nothing changes on the wire. Measured (benchmarks/setup.py, medians of 20,
+# load 4 -> 1.8): 13.4 -> 12.5 ms; traced: 0.25 ms less on each peer between
+# its last handshake flight and SCTP's INIT.
+
+
+class _LazySrtpSession:
+    """A pylibsrtp Session, made with aiortc's policy on first use."""
+
+    __slots__ = ("_key", "_profile", "_session", "_ssrc_type")
+
+    def __init__(self, key: bytes, ssrc_type: int, profile: int) -> None:
+        self._key, self._ssrc_type, self._profile = key, ssrc_type, profile
+        self._session: Any = None
+
+    def _made(self) -> Any:
+        if self._session is None:
+            from pylibsrtp import Policy, Session
+
+            policy = Policy(key=self._key, ssrc_type=self._ssrc_type, srtp_profile=self._profile)
+            policy.allow_repeat_tx = True
+            policy.window_size = 1024
+            self._session = Session(policy)
+        return self._session
+
+    def protect(self, packet: bytes) -> bytes:
+        result: bytes = self._made().protect(packet)
+        return result
+
+    def protect_rtcp(self, packet: bytes) -> bytes:
+        result: bytes = self._made().protect_rtcp(packet)
+        return result
+
+    def unprotect(self, packet: bytes) -> bytes:
+        result: bytes = self._made().unprotect(packet)
+        return result
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes:
+        result: bytes = self._made().unprotect_rtcp(packet)
+        return result
+
+
+def _install_lazy_srtp() -> list[tuple[Any, str, Any]]:
+    from aiortc import rtcdtlstransport as dtls
+    from pylibsrtp import Policy
+
+    failed = dtls.State.FAILED
+
+    def _setup_srtp(self: Any) -> None:
+        # aiortc 1.16.0's _setup_srtp, but for the two Session(policy) calls
+        log_debug = self._RTCDtlsTransport__log_debug
+        openssl_profile = self._ssl.get_selected_srtp_profile()
+        for srtp_profile in self._srtp_profiles:
+            if srtp_profile.openssl_profile == openssl_profile:
+                log_debug("x DTLS handshake negotiated %s", srtp_profile.openssl_profile.decode())
+                break
+        else:
+            log_debug("x DTLS handshake failed (no SRTP profile negotiated)")
+            self._set_state(failed)
+            return
+        view = self._ssl.export_keying_material(
+            b"EXTRACTOR-dtls_srtp",
+            2 * (srtp_profile.key_length + srtp_profile.salt_length),
+        )
+        if self._role == "server":
+            tx_key = srtp_profile.get_key_and_salt(view, 1)
+            rx_key = srtp_profile.get_key_and_salt(view, 0)
+        else:
+            tx_key = srtp_profile.get_key_and_salt(view, 0)
+            rx_key = srtp_profile.get_key_and_salt(view, 1)
+        libsrtp_profile = srtp_profile.libsrtp_profile
+        self._rx_srtp = _LazySrtpSession(rx_key, Policy.SSRC_ANY_INBOUND, libsrtp_profile)
+        self._tx_srtp = _LazySrtpSession(tx_key, Policy.SSRC_ANY_OUTBOUND, libsrtp_profile)
+
+    undo: list[tuple[Any, str, Any]] = []
+    _set(dtls.RTCDtlsTransport, "_setup_srtp", _setup_srtp, undo)
+    return undo
+
+
 _TWEAKS = [
     _Tweak("stun_demux", "aioice", _install_stun_demux),
     _Tweak("delayed_sack", "aiortc", _install_delayed_sack),
@@ -800,6 +987,8 @@ _TWEAKS = [
     _Tweak("dtls_context", "aiortc", _install_dtls_context),
     _Tweak("dcep_open", "aiortc", _install_dcep_open),
     _Tweak("fingerprint_cache", "aiortc", _install_fingerprint_cache),
+    _Tweak("spare_certificate", "aiortc", _install_spare_certificate),
+    _Tweak("lazy_srtp", "aiortc", _install_lazy_srtp),
 ]
 NAMES = tuple(t.name for t in _TWEAKS)
 

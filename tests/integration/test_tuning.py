@@ -610,3 +610,249 @@ def test_fingerprint_cache_returns_aiortcs_fingerprints_as_new_objects() -> None
     assert all(a is not b for a, b in zip(first, second, strict=True))
     other = RTCCertificate.generateCertificate()
     assert other.getFingerprints() != first  # per certificate, not per process
+
+
+# -- spare_certificate -----------------------------------------------------------------
+
+
+def _generate_certificate() -> Any:
+    """RTCCertificate.generateCertificate as stored on the class (a classmethod
+    object: ``getattr`` would give a new bound method each time)."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    return RTCCertificate.__dict__["generateCertificate"]
+
+
+def _certificate_class() -> Any:
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    return RTCCertificate
+
+
+@pytest.fixture
+def no_spare() -> Iterator[None]:
+    """No spare certificate left over from earlier tests, none left behind."""
+    tuning._Spare.certificate = None
+    yield
+    tuning._Spare.certificate = None
+
+
+def test_spare_certificate_is_applied_and_undone_by_remove(no_spare: None) -> None:
+    """spare_certificate replaces generateCertificate while applied; remove()
+    puts aiortc's back, drops the spare, and prepare_spare() then does nothing."""
+    assert "spare_certificate" in tuning.applied()
+    patched = _generate_certificate()
+    original_method = tuning.original(_certificate_class(), "generateCertificate")
+    assert patched is not original_method
+    tuning.prepare_spare()
+    assert tuning._Spare.certificate is not None
+    tuning.remove()
+    try:
+        assert _generate_certificate() is original_method
+        assert tuning._Spare.certificate is None
+        tuning.prepare_spare()
+        assert tuning._Spare.certificate is None
+    finally:
+        tuning.apply(tuning.NAMES)
+    assert _generate_certificate() is not original_method
+
+
+def test_spare_certificate_is_skipped_with_an_unverified_aiortc(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, no_spare: None
+) -> None:
+    """Another aiortc version: aiortc's generateCertificate stays, no spare is made."""
+    original_method = tuning.original(_certificate_class(), "generateCertificate")
+    monkeypatch.setitem(tuning.VERIFIED, "aiortc", ("0.0.1",))
+    tuning.remove()
+    try:
+        with caplog.at_level("INFO", logger=tuning.__name__):
+            assert "spare_certificate" not in tuning.apply(("spare_certificate",))
+        assert _generate_certificate() is original_method
+        tuning.prepare_spare()
+        assert tuning._Spare.certificate is None
+        assert any(
+            "spare_certificate skipped: installed aiortc" in record.getMessage()
+            for record in caplog.records
+        )
+    finally:
+        monkeypatch.undo()
+        tuning.remove()
+        tuning.apply(tuning.NAMES)
+    assert _generate_certificate() is not original_method
+
+
+def test_the_spare_certificate_is_made_ahead_with_its_context_and_handed_out_once(
+    no_spare: None,
+) -> None:
+    """prepare_spare() makes one certificate with its fingerprints and DTLS
+    context ready; the next generateCertificate() returns it, the one after a
+    new certificate; prepare_spare() keeps an existing spare."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    tuning.prepare_spare()
+    spare = tuning._Spare.certificate
+    assert isinstance(spare, RTCCertificate)
+    assert "_tuning_fingerprints" in spare.__dict__
+    assert len(spare.__dict__["_tuning_contexts"]) == 1
+    tuning.prepare_spare()
+    assert tuning._Spare.certificate is spare
+    assert RTCCertificate.generateCertificate() is spare
+    assert tuning._Spare.certificate is None
+    fresh = RTCCertificate.generateCertificate()
+    assert fresh is not spare
+    assert fresh.getFingerprints() != spare.getFingerprints()
+
+
+def test_a_stale_spare_certificate_is_not_handed_out(
+    monkeypatch: pytest.MonkeyPatch, no_spare: None
+) -> None:
+    """A spare older than SPARE_MAX_AGE is dropped: a new certificate is made."""
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    tuning.prepare_spare()
+    spare = tuning._Spare.certificate
+    assert spare is not None
+    monkeypatch.setattr(tuning._Spare, "made", tuning._Spare.made - tuning.SPARE_MAX_AGE - 1)
+    assert RTCCertificate.generateCertificate() is not spare
+    assert tuning._Spare.certificate is None
+
+
+@pytest.mark.parametrize("tuning_state", ["on", "off"], indirect=True)
+def test_a_connection_opens_with_a_spare_certificate_or_without_the_tweak(
+    tuning_state: None, no_spare: None
+) -> None:
+    """Two real connections: the offerer gets the spare certificate when the
+    tweak is on (and its DTLS, which checks the fingerprint sent in the SDP
+    against that certificate, completes); without the tweak, as aiortc does."""
+    tuning.prepare_spare()  # a no-op when the tweak is off
+    spare = tuning._Spare.certificate
+    assert (spare is not None) == ("spare_certificate" in tuning.applied())
+
+    async def scenario() -> tuple[Any, str]:
+        offerer, answerer, (channel,) = await _pc_pair(None, ("spare", True))
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        try:
+            async with asyncio.timeout(20):
+                await opened.wait()
+            certificate = offerer.sctp.transport._RTCDtlsTransport__local_certificate
+            return certificate, channel.readyState
+        finally:
+            await offerer.close()
+            await answerer.close()
+
+    certificate, state = run(scenario(), timeout=40)
+    assert state == "open"
+    if spare is not None:
+        assert certificate is spare
+
+
+def test_an_answer_peer_prepares_a_spare_certificate_when_registered_and_after_a_call(
+    no_spare: None,
+) -> None:
+    """AnswerPeer makes a spare certificate once registered and a new one once
+    a call's channel is open; call() takes the spare for its own connection
+    (caller and answer peer share this process: the caller takes the first)."""
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        async with running_server() as srv:
+            config = PeerConfig(signal_url=srv.url, ice=ICE, connect_timeout=10)
+            peer = AnswerPeer(config, "spare-answer")
+
+            async def handler(c: Call) -> None:
+                await c.channel.send("hi")
+
+            serving = asyncio.create_task(peer.serve(handler, max_calls=1))
+            await peer.wait_registered(10)
+            registered = tuning._Spare.certificate
+            async with call(config, "spare-answer") as c:
+                used = c.pc.sctp.transport._RTCDtlsTransport__local_certificate
+                assert await asyncio.wait_for(c.channel.receive(), 10) == "hi"
+            await asyncio.wait_for(serving, 10)
+            return registered, used, tuning._Spare.certificate
+
+    registered, used, after = run(scenario(), timeout=60)
+    assert registered is not None
+    assert used is registered
+    assert after is not None and after is not registered
+
+
+# -- lazy_srtp --------------------------------------------------------------------------
+
+
+def _dtls_class() -> Any:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    return RTCDtlsTransport
+
+
+def test_lazy_srtp_is_applied_and_undone_by_remove() -> None:
+    """lazy_srtp replaces RTCDtlsTransport._setup_srtp while applied; remove()
+    puts aiortc's back (and apply() the tweak again)."""
+    owner = _dtls_class()
+    original_method = tuning.original(owner, "_setup_srtp")
+    assert "lazy_srtp" in tuning.applied()
+    assert owner._setup_srtp is not original_method
+    tuning.remove()
+    try:
+        assert owner._setup_srtp is original_method
+    finally:
+        tuning.apply(tuning.NAMES)
+    assert owner._setup_srtp is not original_method
+
+
+def test_lazy_srtp_is_skipped_with_an_unverified_aiortc(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another aiortc version: aiortc's _setup_srtp stays, and the skip is logged."""
+    owner = _dtls_class()
+    original_method = tuning.original(owner, "_setup_srtp")
+    monkeypatch.setitem(tuning.VERIFIED, "aiortc", ("0.0.1",))
+    tuning.remove()
+    try:
+        with caplog.at_level("INFO", logger=tuning.__name__):
+            assert "lazy_srtp" not in tuning.apply(("lazy_srtp",))
+        assert owner._setup_srtp is original_method
+        assert any(
+            "lazy_srtp skipped: installed aiortc" in record.getMessage()
+            for record in caplog.records
+        )
+    finally:
+        monkeypatch.undo()
+        tuning.remove()
+        tuning.apply(tuning.NAMES)
+
+
+@pytest.mark.parametrize("tuning_state", ["on", "off"], indirect=True)
+def test_srtp_keys_match_across_a_real_handshake_with_or_without_lazy_srtp(
+    tuning_state: None,
+) -> None:
+    """After a real DTLS handshake between two connections, an RTP and an RTCP
+    packet protected by one side are unprotected by the other, both ways (the
+    keys and roles are aiortc's); with lazy_srtp no libsrtp session exists
+    before that first packet."""
+    rtp = bytes([0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 42]) + b"payload"
+    rtcp = bytes([0x80, 200, 0, 6, 0, 0, 0, 42]) + bytes(20)  # a sender report
+
+    async def scenario() -> list[bool]:
+        offerer, answerer, (channel,) = await _pc_pair(None, ("srtp", True))
+        opened = asyncio.Event()
+        channel.on("open", opened.set)
+        try:
+            async with asyncio.timeout(20):
+                await opened.wait()
+            one = offerer.sctp.transport
+            other = answerer.sctp.transport
+            lazy = [isinstance(t._tx_srtp, tuning._LazySrtpSession) for t in (one, other)]
+            if all(lazy):
+                assert one._tx_srtp._session is None and other._rx_srtp._session is None
+            for sender, receiver in ((one, other), (other, one)):
+                assert receiver._rx_srtp.unprotect(sender._tx_srtp.protect(rtp)) == rtp
+                assert receiver._rx_srtp.unprotect_rtcp(sender._tx_srtp.protect_rtcp(rtcp)) == rtcp
+            return lazy
+        finally:
+            await offerer.close()
+            await answerer.close()
+
+    lazy = run(scenario(), timeout=40)
+    assert lazy == ["lazy_srtp" in tuning.applied()] * 2
