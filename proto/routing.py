@@ -53,6 +53,10 @@ def _b64(text: object) -> bytes | None:
     return data if len(text) == 4 * ((len(data) + 2) // 3) else None
 
 
+#: builds a RouteHeader in C: 0.35 us where calling the class (its Python
+#: ``__new__``) took 0.7 us
+_header = tuple.__new__
+
 #: what remains of a ``"<base64>"}`` body (the end of a Go payload) once the
 #: alphabet is deleted from it, by padding: the quotes, ``}`` and the ``=``s
 _BODY_REST = {b'""}': b'"}', b'"="}': b'="}', b'"=="}': b'=="}'}
@@ -92,8 +96,8 @@ def _go_request(data: bytes) -> RouteHeader | None:
     if len(ids) - len(ids.translate(None, _NOT_IN_STRING)) != 4:
         return None
     try:
-        source = payload[11:i].decode()
-        target = payload[i + 12 : j].decode()
+        # (one decode for both; those four quotes make the separator unique)
+        source, _, target = ids.decode().partition('","target":"')
     except UnicodeDecodeError:
         return None
     body = payload[j + 9 :]
@@ -103,7 +107,7 @@ def _go_request(data: bytes) -> RouteHeader | None:
         end = _BODY_REST.get(body.translate(None, _ALPHABET))
         if end is None or body[:1] != b'"' or not body.endswith(end) or (len(body) - 3) % 4:
             return None
-    return RouteHeader(command, source, target)
+    return _header(RouteHeader, (command, source, target))
 
 
 def peek_request(frame: bytes | str) -> RouteHeader | None:
