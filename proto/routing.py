@@ -110,6 +110,12 @@ def _go_request(data: bytes) -> RouteHeader | None:
     return _header(RouteHeader, (command, source, target))
 
 
+#: :func:`peek_request` for a binary frame in Go's layout only (None: any other
+#: frame, valid or not; then call :func:`peek_request`): the relay's hot path
+#: calls it first, without the wrapper's call and type checks
+peek_go_request = _go_request
+
+
 def peek_request(frame: bytes | str) -> RouteHeader | None:
     """``(command, source, target)`` of a well-formed request frame, or None.
 
