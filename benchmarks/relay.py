@@ -1,9 +1,11 @@
 """Relayed messages per second: rtc-signal vs the PeerJS server vs a naive relay.
 
-Usage: ``python benchmarks/relay.py [--runs 5] [--duration 2] [--pairs 1 100]``
+Usage: ``python benchmarks/relay.py [--runs 5] [--duration 2] [--pairs 1 100] [--generators 1]``
 
 Every server runs in its own process on loopback; the load generator runs in
-another process (one per measurement, see ``--worker``). A *pair* is one
+another process (one per measurement, see ``--worker``), or ``--generators``
+processes that share the pairs and start sending together (for machines with
+cores to spare: one generator near 100 % CPU would bound the server's figure). A *pair* is one
 answer peer (registered) and one offer peer that sends the Go demo's real
 Offer frame to it, as fast as a window of ``--window`` outstanding frames
 allows. Only frames delivered to answer peers are counted, over ``--duration``
