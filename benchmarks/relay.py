@@ -1,9 +1,11 @@
 """Relayed messages per second: rtc-signal vs the PeerJS server vs a naive relay.
 
-Usage: ``python benchmarks/relay.py [--runs 5] [--duration 2] [--pairs 1 100]``
+Usage: ``python benchmarks/relay.py [--runs 5] [--duration 2] [--pairs 1 100] [--generators 1]``
 
 Every server runs in its own process on loopback; the load generator runs in
-another process (one per measurement, see ``--worker``). A *pair* is one
+another process (one per measurement, see ``--worker``), or ``--generators``
+processes that share the pairs and start sending together (for machines with
+cores to spare: one generator near 100 % CPU would bound the server's figure). A *pair* is one
 answer peer (registered) and one offer peer that sends the Go demo's real
 Offer frame to it, as fast as a window of ``--window`` outstanding frames
 allows. Only frames delivered to answer peers are counted, over ``--duration``
@@ -27,9 +29,12 @@ import asyncio
 import base64
 import json
 import os
+import select
+import statistics
+import subprocess
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,10 +192,19 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         async with sem:
             return await make_pair(kind, port, cfg["tag"], i, cfg["window"])
 
-    made = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(pairs))), 60)
+    # with --generators N, this process is generator ``index`` and makes every Nth pair
+    share = range(cfg.get("index", 0), pairs, cfg.get("generators", 1))
+    made = await asyncio.wait_for(asyncio.gather(*(one(i) for i in share)), 60)
     receivers = [rx for rx, _ in made]
     senders = [tx for _, tx in made]
     server_pid = cfg["server_pid"]
+    if cfg.get("generators", 1) > 1:
+        # the barrier: every generator has its pairs; all start sending at once
+        print("ready", flush=True)
+        line = await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline), 60
+        )
+        assert line.strip() == "go", line
     for tx in senders:
         tx.pump()
     # Measured once every pair is flowing: a call's set-up (with --redis its
@@ -226,8 +240,76 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         "server_cpu": (s1 - s0) / dt,
         "client_cpu": (p1 - p0) / dt,
         "other_cpu": max(0.0, (m1 - m0) - (s1 - s0) - (p1 - p0)) / dt,
+        "machine_cpu": (m1 - m0) / dt,
         "frame_bytes": len(senders[0].frame),
     }
+
+
+def run_generators(cfg: dict[str, Any], generators: int, timeout: float) -> dict[str, Any]:
+    """``generators`` load-generator processes, each with every Nth pair, sending
+    from the same moment (a ready/go barrier): their rates summed, their CPU too."""
+    deadline = time.monotonic() + timeout
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                json.dumps({**cfg, "index": k, "generators": generators}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=raise_fd_limit,
+        )
+        for k in range(generators)
+    ]
+    try:
+        for proc in procs:  # each says "ready" once its pairs are connected
+            assert proc.stdout is not None
+            ready = _readline(proc.stdout, deadline)
+            if ready.strip() != b"ready":
+                raise RuntimeError(f"load generator not ready: {ready!r} {_stderr(proc)}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            lines = out.decode(errors="replace").strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(
+                    f"worker failed ({proc.returncode}): {err.decode(errors='replace')[-3000:]}"
+                )
+            results.append(json.loads(lines[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    server_cpu = statistics.fmean(r["server_cpu"] for r in results)  # (the same window)
+    client_cpu = sum(r["client_cpu"] for r in results)
+    machine_cpu = statistics.fmean(r["machine_cpu"] for r in results)
+    return {
+        "rate": sum(r["rate"] for r in results),
+        "server_cpu": server_cpu,
+        "client_cpu": client_cpu,
+        "other_cpu": max(0.0, machine_cpu - server_cpu - client_cpu),
+        "frame_bytes": results[0]["frame_bytes"],
+    }
+
+
+def _readline(stream: IO[bytes], deadline: float) -> bytes:
+    """One line from a child's pipe, or b"" at the deadline."""
+    ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+    return stream.readline() if ready else b""
+
+
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    proc.kill()
+    _, err = proc.communicate(timeout=10)
+    return err.decode(errors="replace")[-3000:]
 
 
 # -- the orchestrator ---------------------------------------------------------------
@@ -240,6 +322,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--window", type=int, default=32, help="frames in flight per pair")
+    parser.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="load-generator processes sharing the pairs (for machines with cores to spare: "
+        "one generator must stay below 100%% CPU for the server to be the limit)",
+    )
     add_server_arguments(parser)
     args = parser.parse_args()
 
@@ -250,6 +339,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    if not 1 <= args.generators <= min(args.pairs):
+        parser.error("--generators must be between 1 and the smallest --pairs")
     starters = chosen_starters(args)
     names = list(starters)
     per_run = args.warmup + args.duration + 1.5
@@ -281,7 +372,10 @@ def main() -> None:
                         "tag": f"r{run}p{pairs}",
                     }
                     try:
-                        res = run_worker(__file__, cfg, timeout=per_run + 60)
+                        if args.generators > 1:
+                            res = run_generators(cfg, args.generators, timeout=per_run + 60)
+                        else:
+                            res = run_worker(__file__, cfg, timeout=per_run + 60)
                     except Exception:
                         print(server.stderr_tail(), file=sys.stderr)
                         raise
@@ -318,7 +412,8 @@ def main() -> None:
         )
     print(
         f"{args.runs} interleaved runs x {args.duration:g} s (after {args.warmup:g} s warm-up), "
-        f"window {args.window} frames in flight per pair, 1 load-generator process; "
+        f"window {args.window} frames in flight per pair, {args.generators} load-generator "
+        f"process{'es' if args.generators > 1 else ''}; "
         f"total {elapsed:.0f} s\n"
     )
     rows = []

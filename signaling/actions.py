@@ -56,12 +56,17 @@ class Send:
     notice: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: see below)
 class Forward:
     """Relay ``frame`` verbatim to ``target``, then send ``ack`` to ``sender``.
 
     If the target's connection turns out to be closed, the I/O layer calls
     :meth:`Router.forward_failed` instead of sending ``ack``.
+
+    Made for every relayed frame, so not frozen like the other actions
+    (treat it as immutable all the same): a frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``, which took 2.1 us for
+    these six against 0.5 us (~4 % of the server's CPU per relayed message).
     """
 
     target: ConnId

@@ -42,6 +42,12 @@ class CallTable:
 
     def start(self, offer: ConnId, answer_id: str) -> None:
         """An Offer (or Candidate) from ``offer`` was forwarded to ``answer_id``."""
+        calls = self._by_offer.get(offer)
+        if calls and next(reversed(calls)) == answer_id:
+            # already its newest call (every frame of a call after the first):
+            # only refreshed, as below would (0.25 us here, 0.8 us below)
+            calls[answer_id] = self._now
+            return
         calls = self._by_offer.setdefault(offer, {})
         calls.pop(answer_id, None)  # (re)started: now the newest
         calls[answer_id] = self._now

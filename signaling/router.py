@@ -53,6 +53,7 @@ import logging
 
 from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
+from rtc_signal.proto.routing import peek_go_request as _peek_go
 from rtc_signal.proto.routing import peek_request
 from rtc_signal.signaling.actions import (
     BAD_REQUEST,
@@ -89,6 +90,11 @@ from rtc_signal.signaling.router_cluster import ClusterRouting
 from rtc_signal.signaling.router_state import ConnState, Hold, RouterStats, not_token_id
 
 log = logging.getLogger(__name__)
+
+# (module globals: the hot path's lookups)
+_OFFER_PATH, _REGISTER_PATH = Path.OFFER, Path.REGISTER
+_ANSWER, _OFFER, _CANDIDATE = Command.ANSWER, Command.OFFER, Command.CANDIDATE
+_RESPONSE = RESPONSE
 
 __all__ = [
     "BAD_REQUEST",
@@ -132,6 +138,9 @@ class Router(ClusterRouting):
         self._answers: dict[str, ConnId] = {}
         self._offers: dict[str, ConnId] = {}
         self._replies = Replies()
+        #: the acks (code 0) by response command, text and binary (the hot path's)
+        self._text_acks: dict[Command, Frame] = {}
+        self._binary_acks: dict[Command, Frame] = {}
         self.stats = RouterStats()
         #: answer-peer IDs held for a reconnect, by ID
         self._held: dict[str, Hold] = {}
@@ -290,10 +299,12 @@ class Router(ClusterRouting):
             # Forgotten by forward_failed(): its socket is dead, but the server
             # may still be draining frames it had queued. Drop them.
             return []
-        self.stats.frames += 1
+        stats = self.stats
+        stats.frames += 1
         text = isinstance(frame, str)
-        size = wire_size(frame)
-        by_command = self.stats.by_command
+        # (wire_size, inline for the common case: bytes or ASCII text)
+        size = len(frame) if not text or frame.isascii() else wire_size(frame)
+        by_command = stats.by_command
         if size > self.max_frame:
             command = peek_command(frame)
             by_command[command] = by_command.get(command, 0) + 1
@@ -306,10 +317,41 @@ class Router(ClusterRouting):
                     text,
                 )
             ]
-        quick = peek_request(frame)
+        # (binary frames in Go's layout, the common case, read without the wrapper)
+        if isinstance(frame, bytes):
+            quick = _peek_go(frame) or peek_request(frame)
+        else:
+            quick = peek_request(frame)
         if quick is not None:
             command, source, target = quick
             by_command[command] = by_command.get(command, 0) + 1
+            if source == state.peer_id and state.allowed_room is None:
+                # The relay's hot path: a bound peer signals a peer connected
+                # here that it may reach (the outcome _route would reach with
+                # more steps; anything else, refusals included, goes there).
+                path = state.path
+                target_conn: ConnId | None = None
+                if path is _OFFER_PATH:
+                    if command is _OFFER or command is _CANDIDATE:
+                        target_conn = self._answers.get(target)
+                        if target_conn is not None and self._offers.get(source) == conn:
+                            self._calls.start(conn, target)  # (_check_call's, for /offer)
+                        else:
+                            target_conn = None
+                elif path is _REGISTER_PATH and (command is _ANSWER or command is _CANDIDATE):
+                    target_conn = self._offers.get(target)
+                    if target_conn is not None and not self._calls.touch(target_conn, source):
+                        target_conn = None
+                if target_conn is not None:
+                    stats.forwarded += 1
+                    by_code = stats.by_code
+                    by_code[OK] = by_code.get(OK, 0) + 1  # (_ack's)
+                    reply = _RESPONSE[command]
+                    ack = (self._text_acks if text else self._binary_acks).get(reply)
+                    if ack is None:
+                        ack = self._replies.get(reply, OK, "ok", text)
+                        (self._text_acks if text else self._binary_acks)[reply] = ack
+                    return [Forward(target_conn, frame, conn, ack, reply, target)]
         else:
             # The full decoder (pydantic) only for what the fast reader
             # declines: responses and malformed frames. Imported here so that

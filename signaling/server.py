@@ -67,7 +67,7 @@ from rtc_signal.signaling.counters import (
     ServerCounters,
 )
 from rtc_signal.signaling.gate import AcceptGate
-from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit
+from rtc_signal.signaling.limits import ALLOW, DEFAULT_MAX_FRAME, REFUSE, RateLimit, TokenBucket
 from rtc_signal.signaling.logtext import clip
 from rtc_signal.signaling.pages import Pages
 from rtc_signal.signaling.registry import ClusterRegistry
@@ -766,12 +766,19 @@ class SignalingServer(HandoverMixin):
                 elif target is None or target.protocol.state is not _OPEN:
                     self._perform(ws, self.router.forward_failed(action))
                     blocked = ws.waiting_on is not None
-                elif not self._inbox_allows(target, ws):
+                elif (inbox := target.inbox) is not None and inbox.take(_monotonic()) != ALLOW:
+                    # Over the target's inbox budget (what others may forward to
+                    # it): refused at the sender (429), so that floods are refused
+                    # where they start and the target's own budget stays its own.
+                    self._inbox_refused(ws, target, inbox)
                     refusal = self.router.refuse(
                         ws.conn_id, action.frame, TOO_MANY_REQUESTS, _INBOX_FULL
                     )
                     blocked = self._write(ws, refusal.frame, ws, None)
                 else:
+                    # (the inbox check inline: a call less per relayed message)
+                    if inbox is not None and target.credits < MAX_CREDITS:
+                        target.credits += 1  # a forwarded frame earns a reply credit
                     self._read_forwards += 1
                     # the ack is held while the forward waits for the target
                     blocked = self._write(target, action.frame, ws, action) or self._write(
@@ -897,25 +904,17 @@ class SignalingServer(HandoverMixin):
             for kind, peer_id in freed:
                 self.cluster.release(kind, peer_id)
 
-    def _inbox_allows(self, target: FastPathConnection, sender: FastPathConnection) -> bool:
-        """Whether ``target`` may get one more forwarded frame now (its inbox
-        budget); if so it earns a reply credit. Over the budget the frame is
-        refused at the sender (429), so that floods are refused where they
-        start and the target's own budget stays its own."""
-        inbox = target.inbox
-        if inbox is None:  # no rate limit: no budget, and no credit to earn
-            return True
-        if inbox.take(_monotonic()) != ALLOW:
-            if inbox.over_since == inbox.stamp:  # the first refusal of the episode
-                log.info(
-                    "conn %s: forwards to conn %s refused, its inbox is over the rate limit",
-                    sender.conn_id,
-                    target.conn_id,
-                )
-            return False
-        if target.credits < MAX_CREDITS:
-            target.credits += 1
-        return True
+    def _inbox_refused(
+        self, sender: FastPathConnection, target: FastPathConnection, inbox: TokenBucket
+    ) -> None:
+        """A forward from ``sender`` is over ``target``'s inbox budget (no rate
+        limit: no inbox, no budget): logged once per episode."""
+        if inbox.over_since == inbox.stamp:  # the first refusal of the episode
+            log.info(
+                "conn %s: forwards to conn %s refused, its inbox is over the rate limit",
+                sender.conn_id,
+                target.conn_id,
+            )
 
     def _notify(self, conn: ConnId, frame: Message) -> None:
         """Write a frame the server originates (Presence) to ``conn``: it never

@@ -9,13 +9,15 @@ command, source and target, and leave everything else to ``decode``.
 from __future__ import annotations
 
 import base64
+import binascii
+import itertools
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtc_signal.proto import ProtocolError, decode, peek_request
+from rtc_signal.proto import ProtocolError, decode, peek_request, routing
 from rtc_signal.proto.gojson import go_string
 from tests.helpers_golden import golden_frames
 
@@ -157,3 +159,47 @@ def test_go_layout_body_tail_is_checked_like_decode(body: str) -> None:
             frame = f'{{"command":{command},"payload":"{encoded}"}}'
             agrees(frame)
             agrees(frame.encode())
+
+
+def _strict(text: bytes) -> bytes | None:
+    """What proto accepts as base64 (strict ``a2b_base64`` plus padding to a multiple of 4)."""
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        return None
+    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
+
+
+def _fast(text: bytes) -> bytes | None:
+    """The Go-layout reader's payload decode, with its length check."""
+    try:
+        data = routing._b64decode(text, None, True)
+    except ValueError:
+        return None
+    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
+
+
+#: base64 characters, padding, the other alphabet, whitespace, a control
+#: character and a non-ASCII byte
+_B64_EDGES = [b"Q", b"B", b"g", b"/", b"+", b"=", b"-", b"_", b" ", b"\n", b"\x00", b"\x80"]
+
+
+def test_payload_decoder_accepts_exactly_strict_base64_short() -> None:
+    """Every string of up to 5 characters from the edge cases: the fast payload
+    decode (pybase64) and strict ``a2b_base64`` accept the same, with the same bytes."""
+    for n in range(6):
+        for chars in itertools.product(_B64_EDGES, repeat=n):
+            text = b"".join(chars)
+            assert _fast(text) == _strict(text), text
+
+
+@settings(max_examples=400, deadline=None)  # (the exhaustive test above does the bulk)
+@given(
+    st.lists(
+        st.sampled_from(_B64_EDGES) | st.sampled_from([b"QUFB", b"QQ==", b"QUE="]), max_size=40
+    )
+)
+def test_payload_decoder_accepts_exactly_strict_base64(parts: list[bytes]) -> None:
+    """Longer mixes of valid quads and edge cases: the same verdict and bytes."""
+    text = b"".join(parts)
+    assert _fast(text) == _strict(text), text
