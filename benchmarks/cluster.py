@@ -129,6 +129,8 @@ def throughput(url: str, runs: int, pairs: int) -> None:
         str(runs),
         "--pairs",
         str(pairs),
+        "--baseline",
+        "rtc-signal",
         "--extra",
         f"1-node+redis={one_node}",
         "--extra",

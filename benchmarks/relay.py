@@ -11,7 +11,8 @@ Offer frame to it, as fast as a window of ``--window`` outstanding frames
 allows. Only frames delivered to answer peers are counted, over ``--duration``
 seconds after ``--warmup`` seconds. Runs are interleaved (run 1 of every
 server, then run 2, ...) so that drift on the machine hits every server alike;
-the ratio column is the median of the per-run ratios against PeerJS.
+the ratio column is the median of the per-run ratios against PeerJS (or
+``--baseline NAME``).
 
 Flow control:
 - rtc-signal and the naive relay acknowledge every Offer with a 103 frame:
@@ -323,6 +324,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--window", type=int, default=32, help="frames in flight per pair")
     parser.add_argument(
+        "--baseline",
+        default="peerjs",
+        help="the server the ratio column divides by, run by run (default: peerjs)",
+    )
+    parser.add_argument(
         "--generators",
         type=int,
         default=1,
@@ -395,9 +401,10 @@ def main() -> None:
                         f" other processes {100 * res['other_cpu']:3.0f}%",
                         file=sys.stderr,
                     )
-                if "peerjs" in this_run:
+                if args.baseline in this_run:
                     for name, rate in this_run.items():
-                        ratios.setdefault((name, pairs), Sample()).add(rate / this_run["peerjs"])
+                        ratio = rate / this_run[args.baseline]
+                        ratios.setdefault((name, pairs), Sample()).add(ratio)
     finally:
         for server in servers.values():
             server.stop()
@@ -442,7 +449,7 @@ def main() -> None:
                 "pairs",
                 "frame",
                 "msgs/s median (min-max)",
-                "vs PeerJS (min-max)",
+                f"vs {args.baseline} (min-max)",
                 "server CPU us/msg",
                 "server CPU",
                 "loadgen CPU",
