@@ -79,6 +79,13 @@ def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
     uvloop.run(bounded())
 
 
+async def relayed(sender: Any, receiver: Any, frame: bytes, reply: Command) -> None:
+    """``frame`` from ``sender`` reaches ``receiver`` verbatim; ``sender`` gets 0."""
+    await sender.send(frame)
+    assert await recv_frame(receiver) == frame
+    await expect_response(sender, reply, 0)
+
+
 def moved(server: SignalingServer) -> tuple[int, int]:
     """(connections moved out, moved in), the counters /metrics exports."""
     return server.counters.moved["out"], server.counters.moved["in"]
@@ -137,10 +144,7 @@ def test_an_offer_connection_moves_to_the_worker_of_its_target(
             client(n1.url, "/offer") as alice,
         ):
             await register(bob, "bob")
-            sent = offer_frame("alice", "bob")
-            await alice.send(sent)
-            assert await recv_frame(bob) == sent
-            await expect_response(alice, Command.OFFER_RESPONSE, 0)
+            await relayed(alice, bob, offer_frame("alice", "bob"), Command.OFFER_RESPONSE)
             assert moved(n1) == (1, 0) and moved(n2) == (0, 1)
             assert redis_server.command("GET", "rtc:offer:alice").split()[0] == "n2"
             assert n2.cluster is not None
@@ -150,9 +154,7 @@ def test_an_offer_connection_moves_to_the_worker_of_its_target(
                 (candidate_frame("bob", "alice"), bob, alice, Command.CANDIDATE_RESPONSE),
                 (candidate_frame("alice", "bob"), alice, bob, Command.CANDIDATE_RESPONSE),
             ):
-                await sender.send(frame)
-                assert await recv_frame(receiver) == frame
-                await expect_response(sender, reply, 0)
+                await relayed(sender, receiver, frame, reply)
             assert n2.cluster.stats.messages_in + n2.cluster.stats.messages_out == bus_before
             assert len(n1.router) == 0, "n1 still holds the connection"
             name = "rtc_signal_connections_moved_total"
@@ -211,10 +213,8 @@ def test_a_token_grant_moves_with_the_connection(redis_server: RedisServer) -> N
                 await no_frame(bob)
                 assert moved(n1) == (1, 0)
                 async with client(n1.url, f"/offer?token={alice_token}") as alice:
-                    sent = offer_frame("alice", "bob")
-                    await alice.send(sent)
-                    assert await recv_frame(bob) == sent
-                    await expect_response(alice, Command.OFFER_RESPONSE, 0)
+                    frame = offer_frame("alice", "bob")
+                    await relayed(alice, bob, frame, Command.OFFER_RESPONSE)
 
     run(scenario())
 
@@ -232,13 +232,8 @@ def test_a_full_sibling_declines_and_the_call_goes_through_redis(
             client(n1.url, "/offer") as alice,
         ):
             await register(bob, "bob")
-            sent = offer_frame("alice", "bob")
-            await alice.send(sent)
-            assert await recv_frame(bob) == sent
-            await expect_response(alice, Command.OFFER_RESPONSE, 0)
-            answer = answer_frame("bob", "alice")
-            await bob.send(answer)
-            assert await recv_frame(alice) == answer
+            await relayed(alice, bob, offer_frame("alice", "bob"), Command.OFFER_RESPONSE)
+            await relayed(bob, alice, answer_frame("bob", "alice"), Command.ANSWER_RESPONSE)
             assert moved(n1) == (0, 0) and moved(n2) == (0, 0)
             assert redis_server.command("GET", "rtc:offer:alice").split()[0] == "n1"
 
