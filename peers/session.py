@@ -381,6 +381,7 @@ async def _offer_side_pump(
                     negotiation.remote_id,
                 )
                 continue
+            await signaling.acknowledge(envelope.command)
             auth = negotiation.auth
             if envelope.command is Command.ANSWER and not negotiation.remote_set:
                 description = decode_description(request.body, Command.ANSWER, "answer")
@@ -389,13 +390,8 @@ async def _offer_side_pump(
                         signaling, auth, request.body, description, peer_id, request.source
                     )
                 await negotiation.set_remote(description)
-                # Acknowledged once applied: ICE starts first, and this write
-                # (which wakes the server) is off the set-up's path.
-                await signaling.acknowledge(envelope.command)
                 log.info("answer from %r applied", request.source)
-                continue
-            await signaling.acknowledge(envelope.command)
-            if envelope.command is Command.CANDIDATE and is_pake_body(request.body):
+            elif envelope.command is Command.CANDIDATE and is_pake_body(request.body):
                 if auth is not None and request.body == ABORT_BODY:
                     auth.receive(request.body)  # raises CodeMismatch
             elif envelope.command is Command.CANDIDATE:
@@ -632,8 +628,6 @@ class AnswerPeer:
             async for envelope in signaling.requests():
                 request = envelope.request
                 caller = request.source
-                # (before the answer, as the Go answer peer does: the golden
-                # frames and a Go server's script expect this order)
                 await signaling.acknowledge(envelope.command)
                 if envelope.command is Command.OFFER:
                     if max_calls is not None and self._started >= max_calls:
