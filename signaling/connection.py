@@ -426,8 +426,14 @@ class FastPathConnection(ServerConnection):
         """Read again if :meth:`hold` paused reading (and nothing else holds it)."""
         if self.reading_paused:
             self.reading_paused = False
-            if not self.throttled and not self.paused:
-                self.transport.resume_reading()
+            self.read_unless_held()
+
+    def read_unless_held(self) -> None:
+        """Resume reading unless one of the three reasons still holds it (or
+        the connection is closing)."""
+        held = self.reading_paused or self.throttled or self.paused
+        if not held and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def throttle(self, seconds: float) -> None:
         """Stop reading for ``seconds`` (over the rate limit): the client's
@@ -441,8 +447,7 @@ class FastPathConnection(ServerConnection):
 
     def _unthrottle(self) -> None:
         self.throttled = False
-        if not self.reading_paused and not self.paused and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.read_unless_held()
 
     # -- outgoing ------------------------------------------------------------
 
@@ -544,8 +549,7 @@ class FastPathConnection(ServerConnection):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if not self.reading_paused and not self.throttled and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.read_unless_held()
         if self.blocked and self.owner is not None:
             self.owner.drained(self, failed=False)
 

@@ -332,16 +332,11 @@ class SignalingServer(HandoverMixin):
             process_request=self._process_request,
             process_response=self._count_response,
             ssl=self._ssl_context(),
-            max_size=cfg.max_frame * HARD_LIMIT_FACTOR,
-            # One task pings every connection (see _keepalive), rather than
-            # websockets' task per connection.
-            ping_interval=None,
-            close_timeout=cfg.close_timeout,
             # Signaling frames are small and mostly base64: compression costs
             # CPU and ~100 KiB per connection for zlib state.
             compression=None,
-            max_queue=MAX_QUEUE,
             reuse_port=cfg.reuse_port or None,
+            **self._connection_settings(),
         )
         if self.siblings is not None:
             self.siblings.start()
@@ -426,10 +421,14 @@ class SignalingServer(HandoverMixin):
         return GatedConnection
 
     def _connection_settings(self) -> dict[str, Any]:
-        """What :func:`serve` gives every connection (for adopted ones too)."""
+        """What every connection gets: from :func:`serve`, and for the ones
+        adopted from a sibling worker (signaling/server_handover.py)."""
         cfg = self.config
         return {
             "max_size": cfg.max_frame * HARD_LIMIT_FACTOR,
+            # One task pings every connection (see _keepalive), rather than
+            # websockets' task per connection.
+            "ping_interval": None,
             "close_timeout": cfg.close_timeout,
             "max_queue": MAX_QUEUE,
         }
@@ -646,7 +645,7 @@ class SignalingServer(HandoverMixin):
             ws.start(self, conn)
             if ws.adopted:
                 ws.feed(initial)
-                self._resume_reading(ws)
+                ws.read_unless_held()  # (paused since it was made, see connection_made)
             self._run_backlog(ws)  # messages that came before this task started
             self.flush()
             await ws.wait_closed()

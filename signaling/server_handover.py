@@ -106,12 +106,12 @@ class HandoverMixin:
         if fd < 0 or not siblings.offer(
             node, _OFFER_PATH, grant, data, fd, lambda taken: self._handed(ws, taken)
         ):
-            self._resume_reading(ws)
+            ws.read_unless_held()
             self._stay(ws)
 
     def _handed(self, ws: FastPathConnection, taken: Outcome) -> None:
         if taken is False:  # the sibling declined: serve it here after all
-            self._resume_reading(ws)
+            ws.read_unless_held()
             self._stay(ws)
             return
         # The sibling has the socket (or may have it: no reply in time). Close
@@ -134,11 +134,6 @@ class HandoverMixin:
         self._run_backlog(ws)
         self.flush()
 
-    @staticmethod
-    def _resume_reading(ws: FastPathConnection) -> None:
-        if not (ws.reading_paused or ws.throttled or ws.paused or ws.transport.is_closing()):
-            ws.transport.resume_reading()
-
     # -- the sibling's side ---------------------------------------------------------
 
     def _adopt(self, handover: Handover, sock: socket.socket) -> bool:
@@ -147,23 +142,15 @@ class HandoverMixin:
         server = self._server
         if self.draining or server is None or handover.path != _OFFER_PATH:
             return False
-        settings = self._connection_settings()
-        protocol = ServerProtocol(
-            state=State.OPEN, max_size=settings["max_size"], logger=server.logger
-        )
-        ws = self._connection_class()(
-            protocol,
-            server,
-            ping_interval=None,
-            ping_timeout=None,
-            close_timeout=settings["close_timeout"],
-            max_queue=settings["max_queue"],
-        )
         try:
             peer = sock.getpeername()
         except OSError:  # the client left meanwhile
             return False
         address = peer[0] if isinstance(peer, tuple) and peer else None
+        settings = self._connection_settings()
+        max_size = settings.pop("max_size")  # (the protocol's, as serve() does)
+        protocol = ServerProtocol(state=State.OPEN, max_size=max_size, logger=server.logger)
+        ws = self._connection_class()(protocol, server, **settings)
         verdict = self._gate.accept(ws, address)
         if not verdict.accept:
             return False
