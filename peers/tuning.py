@@ -91,7 +91,12 @@ Tried for call set-up and left out (benchmarks/setup.py, same-run A/B):
 - acknowledging the forwarded offer/answer to the server (which only logs
   it) after the answer / after our first ICE check instead of first (the
   write takes 0.3-0.6 ms in traces): 23.2 vs 17.7, 15.8 vs 17.6, 15.5 vs
-  14.8 ms in three runs: noise, not a gain;
+  14.8 ms in three runs: noise, not a gain. On a calm machine, interleaved
+  (3 x 10 calls each), acknowledging at once was faster: the offerer's ack
+  of the answer at once 13.5/11.6/13.5 ms vs after applying it
+  14.4/12.9/13.6; the answer peer's ack of the offer written with its answer
+  about 1 ms slower in all three (the server handles an early ack on the
+  other core meanwhile);
 - gc.freeze() after start-up: only young-generation collections run during a
   set-up (0.25-0.6 ms each, ~1 per call and process); 19.6 vs 20.0 ms;
 - a cheaper DTLS handshake: the flights' OpenSSL work is ~1.4 ms in all,
