@@ -53,7 +53,6 @@ import logging
 
 from rtc_signal.proto.commands import Command
 from rtc_signal.proto.errors import ProtocolError
-from rtc_signal.proto.routing import peek_go_request as _peek_go
 from rtc_signal.proto.routing import peek_request
 from rtc_signal.signaling.actions import (
     BAD_REQUEST,
@@ -317,11 +316,7 @@ class Router(ClusterRouting):
                     text,
                 )
             ]
-        # (binary frames in Go's layout, the common case, read without the wrapper)
-        if isinstance(frame, bytes):
-            quick = _peek_go(frame) or peek_request(frame)
-        else:
-            quick = peek_request(frame)
+        quick = peek_request(frame)
         if quick is not None:
             command, source, target = quick
             by_command[command] = by_command.get(command, 0) + 1

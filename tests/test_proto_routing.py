@@ -1,15 +1,16 @@
 """rtc_signal.proto.peek_request (the fast request reader) agrees with :func:`proto.decode`.
 
-``proto.peek_request`` reads request frames without pydantic
-(and, for frames laid out as Go writes them, without JSON parsing). It must
-accept exactly the frames ``proto.decode`` accepts as requests, with the same
-command, source and target, and leave everything else to ``decode``.
+``proto.peek_request`` reads request frames without pydantic (msgspec's C
+decoder). It must accept exactly the frames ``proto.decode`` accepts as
+requests, with the same command, source and target, and leave everything else
+to ``decode``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 
@@ -151,7 +152,7 @@ def test_golden_requests_take_the_fast_path() -> None:
     ],
 )
 def test_go_layout_body_tail_is_checked_like_decode(body: str) -> None:
-    """The Go-layout reader's one-pass body check accepts exactly the bodies decode accepts."""
+    """Bodies at the end of a Go-layout payload: accepted exactly when decode accepts them."""
     for source, target in (("a", "b"), ("", ""), ("é", "x"), ('a"', "b"), ("a", "b\\")):
         payload = f'{{"source":"{source}","target":"{target}","body":{body}'.encode()
         encoded = base64.b64encode(payload).decode()
@@ -171,12 +172,11 @@ def _strict(text: bytes) -> bytes | None:
 
 
 def _fast(text: bytes) -> bytes | None:
-    """The Go-layout reader's payload decode, with its length check."""
+    """The fast reader's payload decode (msgspec's, of the outer Message)."""
     try:
-        data = routing._b64decode(text, None, True)
-    except ValueError:
+        return routing._message(b'{"command":1,"payload":"' + text + b'"}').payload
+    except (routing.msgspec.DecodeError, ValueError):
         return None
-    return data if len(text) == 4 * ((len(data) + 2) // 3) else None
 
 
 #: base64 characters, padding, the other alphabet, whitespace, a control
@@ -186,7 +186,7 @@ _B64_EDGES = [b"Q", b"B", b"g", b"/", b"+", b"=", b"-", b"_", b" ", b"\n", b"\x0
 
 def test_payload_decoder_accepts_exactly_strict_base64_short() -> None:
     """Every string of up to 5 characters from the edge cases: the fast payload
-    decode (pybase64) and strict ``a2b_base64`` accept the same, with the same bytes."""
+    decode (msgspec) and strict ``a2b_base64`` accept the same, with the same bytes."""
     for n in range(6):
         for chars in itertools.product(_B64_EDGES, repeat=n):
             text = b"".join(chars)
@@ -203,3 +203,76 @@ def test_payload_decoder_accepts_exactly_strict_base64(parts: list[bytes]) -> No
     """Longer mixes of valid quads and edge cases: the same verdict and bytes."""
     text = b"".join(parts)
     assert _fast(text) == _strict(text), text
+
+
+def _b64json(payload: str) -> str:
+    return base64.b64encode(payload.encode("utf-8", "surrogatepass")).decode()
+
+
+def _frame(payload: str, command: str = "3") -> str:
+    """A frame in Go's layout whose payload is the base64 of ``payload``."""
+    return '{"command":' + command + ',"payload":"' + _b64json(payload) + '"}'
+
+
+_AB = _b64json('{"source":"a","target":"b","body":null}')
+_BA = _b64json('{"source":"b","target":"a","body":null}')
+_DEEP = "[" * 3000 + "]" * 3000
+#: the payload with one base64 character written as a JSON escape
+_ESCAPED = _AB[:4] + f"\\u00{ord(_AB[4]):x}" + _AB[5:]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"command":3,"command":4,"payload":"' + _AB + '"}',  # duplicate keys: the last wins
+        '{"command":3,"payload":"' + _AB + '","payload":"' + _BA + '"}',
+        _frame('{"source":"a","source":"c","target":"b"}'),
+        '{"command":3,"payload":"' + _ESCAPED + '"}',
+        _frame('{"source":"\\u0061","target":"\\/b"}'),
+        _frame('{"source":"\\ud800","target":"b"}'),  # a lone surrogate, escaped
+        _frame('{"source":"\\ud83d\\ude00","target":"b"}'),  # a pair
+        _frame('{"source":"\ud800","target":"b"}'),  # a lone surrogate, raw
+        _frame('{"source":"a","target":"b","x":' + _DEEP + "}"),  # deep nesting
+        '{"command":3,"x":' + _DEEP + ',"payload":"' + _AB + '"}',
+        '{"command":' + str(2**64 + 3) + ',"payload":"' + _AB + '"}',  # beyond 64 bits
+        '{"command":3e0,"payload":"' + _AB + '"}',
+        '{"command":-0,"payload":"' + _AB + '"}',
+        '{"Command":3,"payload":"' + _AB + '"}',  # keys are case-sensitive
+        ' \t\r\n{"command":3,"payload":"' + _AB + '"} \n',
+        '\ufeff{"command":3,"payload":"' + _AB + '"}',  # a byte order mark
+        '{"command":3,"payload":"' + _AB + '"}\x00',
+        '{"command":3,"payload":"' + _AB + '\\n"}',
+        '{"command":3,"payload":"' + _AB + '"}\ud800',  # (a str that is not valid Unicode)
+        _frame('{"source":"a","target":"b","body":"QQ==","body":null}'),
+        _frame('{"source":"a","target":"b","body":"QQ=="}  '),
+        _frame('{"source":"a","target":1}'),
+        _frame("[]"),
+        _frame('{"code":0,"msg":"ok"}', command="101"),  # a response
+    ],
+)
+def test_edge_frames_agree_with_proto(frame: str) -> None:
+    """Frames the property tests do not make (duplicate keys, escapes in base64,
+    surrogates, deep nesting, huge ints, BOMs): the fast reader and decode agree."""
+    agrees(frame)
+    with contextlib.suppress(UnicodeEncodeError):
+        agrees(frame.encode())
+
+
+def _frame_bytes(payload: bytes) -> bytes:
+    return b'{"command":3,"payload":"' + base64.b64encode(payload) + b'"}'
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _frame_bytes(b'{"\x80source":"","target":"b"}'),  # in a key msgspec skips
+        _frame_bytes(b'{"x":"\xff","source":"a","target":"b"}'),  # in a value it skips
+        _frame_bytes(b'{"x":"\xed\xa0\x80","source":"a","target":"b"}'),  # UTF-8 surrogate
+        _frame_bytes(b'{"source":"\xc3\xa9","target":"b"}'),  # valid: e acute
+        b'{"x":"\xff","command":3,"payload":"' + _AB.encode() + b'"}',
+        b'{"x":"\xc3\xa9","command":3,"payload":"' + _AB.encode() + b'"}',
+    ],
+)
+def test_bytes_that_are_not_utf8_agree_with_proto(frame: bytes) -> None:
+    """Invalid UTF-8 anywhere, also in fields the fast reader skips: refused by both."""
+    agrees(frame)
