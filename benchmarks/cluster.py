@@ -1,14 +1,17 @@
 """The signaling cluster: throughput of --workers, cross-node latency, memory.
 
-Usage: ``python benchmarks/cluster.py [--runs 3] [--pairs 100] [--samples 300] [--peers 1000]``
+Usage: ``python benchmarks/cluster.py [--runs 3] [--pairs 100] [--samples 300] [--peers 1000]
+[--peerjs]``
 
 Starts its own ``redis-server`` on a free loopback port (nothing persisted), then:
 
 1. Relay throughput at ``--pairs`` pairs: one ``rtc-signal serve`` process
    (no Redis) against ``--workers 2 --redis`` on this machine's cores, with
    ``benchmarks/relay.py``'s load generator and method (interleaved runs,
-   medians). With workers, each connection lands on either worker (SO_REUSEPORT),
-   so about half of the pairs cross nodes through Redis.
+   medians), and with ``--peerjs`` the PeerJS server in the same runs. With
+   workers, each connection lands on either worker (SO_REUSEPORT); an offer
+   peer's connection then moves to its answer peer's worker, so calls stay
+   on one worker.
 2. Forward latency, p50/p99: an Offer from an offer peer to an answer peer on
    the same node and on another node (two ``--redis`` processes), one at a
    time, timed from send to receipt in this process (one clock). Then the
@@ -112,7 +115,7 @@ def node(url: str, name: str, *extra: str) -> ServerProc:
 # -- 1. throughput -------------------------------------------------------------------
 
 
-def throughput(url: str, runs: int, pairs: int) -> None:
+def throughput(url: str, runs: int, pairs: int, peerjs: bool) -> None:
     # one Redis database per server under test: relay.py keeps them all running
     # and reuses peer IDs (pub/sub channels are per node ID, unique anyway)
     base = url.rsplit("/", 1)[0]
@@ -125,6 +128,7 @@ def throughput(url: str, runs: int, pairs: int) -> None:
         os.path.join(HERE, "relay.py"),
         "--servers",
         "rtc-signal",
+        *(["peerjs"] if peerjs else []),
         "--runs",
         str(runs),
         "--pairs",
@@ -221,12 +225,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--peerjs",
+        action="store_true",
+        help="also measure the PeerJS server in the throughput runs (npm install on first use)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     print(machine("redis"), flush=True)
     with redis_server() as url:
         if not args.skip_throughput:
-            throughput(url, args.runs, args.pairs)
+            throughput(url, args.runs, args.pairs, args.peerjs)
         a, b = node(url, "bench-a"), node(url, "bench-b")
         try:
             lat = asyncio.run(latency(a.url, b.url, args.samples))
