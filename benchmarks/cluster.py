@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -187,6 +188,61 @@ async def first_offer(url: str, samples: int) -> list[float]:
     return times
 
 
+async def setup_times(url: str, samples: int, tag: str) -> list[float]:
+    """Times (ms) of whole call set-ups, one after another: an answer peer
+    connects and registers (ack), then a caller connects to /offer and sends
+    its Offer, until the answer peer has it. Each step times out after 30 s.
+    The first set-up is not counted: it waits for the server's import of its
+    full decoder, which starts once the server listens (SignalingServer.start)."""
+    times: list[float] = []
+    for i in range(-1, samples):
+        start = time.perf_counter()
+        async with connect(
+            url + "/register", compression=None, ping_interval=None, open_timeout=30
+        ) as bob:
+            await bob.send(rtc_request(1, f"setup-{tag}-{i}", "", None))
+            await asyncio.wait_for(bob.recv(), 30)
+            async with connect(
+                url + "/offer", compression=None, ping_interval=None, open_timeout=30
+            ) as alice:
+                body = b'{"type":"offer","sdp":""}'
+                await alice.send(rtc_request(3, f"caller-{tag}-{i}", f"setup-{tag}-{i}", body))
+                await asyncio.wait_for(bob.recv(), 30)
+                if i >= 0:
+                    times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def under_load(server: ServerProc, pairs: int, samples: int, tag: str) -> list[float]:
+    """:func:`setup_times` while ``relay.py``'s load generator keeps ``server``
+    busy with ``pairs`` pairs (started first; its measurement window covers
+    the set-ups)."""
+    cfg = {
+        "kind": "rtc-signal",
+        "port": server.port,
+        "server_pid": server.pid,
+        "pairs": pairs,
+        "window": 32,
+        "warmup": 0.5,
+        "duration": 60.0,
+        "tag": f"load-{tag}",
+        "loop": "uvloop",
+    }
+    load = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "relay.py"), "--worker", json.dumps(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(6)  # its pairs set up and flowing (relay.py waits for every pair)
+        if load.poll() is not None:
+            raise RuntimeError(f"the load generator exited early ({load.returncode})")
+        return asyncio.run(setup_times(server.url, samples, tag))
+    finally:
+        load.kill()
+        load.wait(timeout=10)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -225,6 +281,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--setup-samples",
+        type=int,
+        default=20,
+        help="call set-ups timed per server, idle and under load (0: skip section 2c)",
+    )
     parser.add_argument(
         "--peerjs",
         action="store_true",
@@ -265,6 +327,42 @@ def main() -> None:
         for name, times in rows.items():
             p50, p90, p99 = (percentile(times, q) for q in (0.5, 0.9, 0.99))
             print(f"| {name} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {len(times)} |")
+        if args.setup_samples:
+            servers = {
+                "one process, no Redis": lambda: start_command(
+                    "one", " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS))
+                ),
+                "one --redis node": lambda: node(url, "bench-load"),
+                "--workers 2": lambda: start_command(
+                    "workers",
+                    " ".join(
+                        rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS, "--redis", url, "--workers", "2")
+                    ),
+                ),
+            }
+            loaded: dict[str, tuple[list[float], list[float]]] = {}
+            for name, start in servers.items():
+                server = start()
+                try:
+                    idle = asyncio.run(setup_times(server.url, args.setup_samples, "idle"))
+                    busy = under_load(server, args.pairs, args.setup_samples, "busy")
+                    loaded[name] = (idle, busy)
+                finally:
+                    server.stop()
+            print(
+                f"\n## 2c. a whole call set-up (register, connect, first Offer delivered; ms), "
+                f"idle and while {args.pairs} pairs relay at full speed\n"
+            )
+            print(
+                "| server | idle p50 | idle p90 | loaded p50 | loaded p90 | loaded max "
+                "| samples |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+            )
+            for name, (idle, busy) in loaded.items():
+                print(
+                    f"| {name} | {percentile(idle, 0.5):.1f} | {percentile(idle, 0.9):.1f} | "
+                    f"{percentile(busy, 0.5):.1f} | {percentile(busy, 0.9):.1f} | "
+                    f"{max(busy):.1f} | {len(busy)} |"
+                )
         c = node(url, "bench-mem")
         try:
             node_bytes, redis_bytes = asyncio.run(memory(c.url, url, c.pid, args.peers))

@@ -68,8 +68,16 @@ _TASKS: set[asyncio.Task[None]] = set()
 class ConnectionOwner(Protocol):
     """What a started :class:`FastPathConnection` calls on its owner."""
 
+    #: messages the owner routes in this turn of the event loop; at 0 they
+    #: go to :meth:`defer` instead of :meth:`receive`
+    budget: int
+
     def receive(self, ws: FastPathConnection, message: Message) -> None:
         """Handle a message from ``ws`` (not held, nothing queued before it)."""
+
+    def defer(self, ws: FastPathConnection, message: Message, light: bool = False) -> None:
+        """Keep ``message`` from ``ws`` for a later turn of the loop (``budget``
+        is 0); ``light``: no other message came with it."""
 
     def flush(self) -> None:
         """Write the output buffered while handling a read (one write per connection)."""
@@ -142,6 +150,7 @@ class FastPathConnection(ServerConnection):
         "throttled",
         "waiting_for",
         "waiting_on",
+        "waiting_turn",
     )
 
     #: the owner's byte and handshake counters (for /metrics): a class
@@ -181,6 +190,8 @@ class FastPathConnection(ServerConnection):
         self.waiting_for: Forward | None = None
         #: connections whose progress waits for our write buffer to drain
         self.blocked: list[FastPathConnection] | None = None
+        #: its messages wait for a later turn of the loop (the owner's ``defer``)
+        self.waiting_turn = False
         #: has output buffered and is queued for the owner's flush
         self.dirty = False
         #: resolved when the backlog is empty and nothing is held
@@ -341,6 +352,8 @@ class FastPathConnection(ServerConnection):
                         continue
                 if self.waiting_on is not None or self.backlog:
                     self.hold(message)
+                elif owner.budget <= 0:  # this turn of the loop is spent
+                    owner.defer(self, message, end >= size)
                 else:
                     owner.receive(self, message)
             else:
@@ -367,6 +380,8 @@ class FastPathConnection(ServerConnection):
         owner = self.owner
         if owner is None or self.waiting_on is not None or self.backlog:
             self.hold(message)
+        elif owner.budget <= 0:
+            owner.defer(self, message)
         else:
             owner.receive(self, message)
 

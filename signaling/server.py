@@ -36,6 +36,7 @@ are queued, and reading pauses once more than ``max_queue`` are waiting.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import itertools
@@ -102,6 +103,19 @@ MAX_QUEUE = 4
 #: The keepalive task pings this many peers at a time, its batches spread
 #: over the ping interval.
 PING_BATCH = 64
+
+#: Messages routed in one turn of the event loop before the rest wait for a
+#: later turn (about 3 ms of relaying on a 2-vCPU VM). Without a bound, a
+#: saturated server spent each turn on every frame every busy client had
+#: sent, ~150 ms at 100 pairs: everything that waits for the loop between two
+#: steps (a handshake, a Redis reply, a /healthz request) waited that long per
+#: step, and a new call's set-up took about 1 s (benchmarks/cluster.py, 2c).
+SLICE_MESSAGES = 128
+#: The most messages a waiting connection has routed per round, round robin.
+#: As many as a busy client's read carries (the output of a turn is written
+#: once per connection: smaller turns meant more, smaller writes; 4 cost 17 %
+#: of the relay's throughput).
+TURN_MESSAGES = 32
 
 _OPEN = State.OPEN
 _monotonic = time.monotonic
@@ -246,6 +260,21 @@ class SignalingServer(HandoverMixin):
         #: one bisect per read, not per frame)
         self._read_at = 0.0
         self._read_forwards = 0
+        # -- turns of the event loop (see SLICE_MESSAGES) ----------------------
+        #: the two bounds, per server (tests make them small)
+        self.slice_messages = SLICE_MESSAGES
+        self.turn_messages = TURN_MESSAGES
+        #: messages this turn may still route; at 0, arriving messages wait in
+        #: their connection's backlog and the connection in ``_waiting``
+        self.budget = SLICE_MESSAGES
+        #: connections whose messages wait for a later turn, round robin
+        self._waiting: collections.deque[FastPathConnection] = collections.deque()
+        #: the same for connections that sent one message (a new client's
+        #: request, a probe): served first, within half of each turn, so that
+        #: they do not wait a whole round of the busy ones
+        self._light: collections.deque[FastPathConnection] = collections.deque()
+        #: the next turn's start (a call_soon) is scheduled
+        self._turn_scheduled = False
         #: set when the server starts closing: /readyz answers 503
         self.draining = False
         #: why the server would not take a new client, each (None: it would);
@@ -713,7 +742,51 @@ class SignalingServer(HandoverMixin):
                     return
         if not self._read_at:  # the first frame of this read (the forwarding latency)
             self._read_at = _monotonic()
+        self.budget -= 1
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            ws.loop.call_soon(self._next_turn)
         self._perform(ws, self.router.receive(ws.conn_id, message))
+
+    def defer(self, ws: FastPathConnection, message: Message, light: bool = False) -> None:
+        """``message`` came when this turn's budget was spent: it waits in
+        ``ws``'s backlog, and ``ws`` stops reading until its turn comes
+        (``light``: nothing else came with it)."""
+        ws.hold(message)
+        if not ws.waiting_turn:
+            ws.waiting_turn = True
+            (self._light if light else self._waiting).append(ws)
+            if not ws.reading_paused:
+                ws.reading_paused = True
+                ws.transport.pause_reading()
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            ws.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """A new turn of the loop: a fresh budget, spent first on the
+        connections that waited, ``turn_messages`` each, round robin (those
+        with one message first, within half of the budget while others wait)."""
+        self._turn_scheduled = False
+        self.budget = self.slice_messages
+        half = self.slice_messages // 2
+        light, waiting = self._light, self._waiting
+        while light and self.budget > 0 and (self.budget > half or not waiting):
+            self._take_turn(light.popleft())
+        while waiting and self.budget > 0:
+            self._take_turn(waiting.popleft())
+        self.flush()
+        if (light or waiting) and not self._turn_scheduled:
+            self._turn_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _take_turn(self, ws: FastPathConnection) -> None:
+        """Route up to ``turn_messages`` of ``ws``'s backlog; if more wait, it
+        goes to the back of the line."""
+        ws.waiting_turn = False
+        if ws.backlog and not self._run_backlog(ws, self.turn_messages) and not ws.waiting_turn:
+            ws.waiting_turn = True
+            self._waiting.append(ws)
 
     def _over_rate(
         self, ws: FastPathConnection, message: Message, verdict: int, now: float
@@ -991,19 +1064,26 @@ class SignalingServer(HandoverMixin):
             self._run_backlog(sender)
         self.flush()
 
-    def _run_backlog(self, ws: FastPathConnection) -> None:
-        """Route what ``ws`` queued while it was blocked or not started."""
+    def _run_backlog(self, ws: FastPathConnection, limit: int = -1) -> bool:
+        """Route what ``ws`` queued while it was blocked, not started or
+        waiting for its turn: all of it, or at most ``limit`` messages. True
+        if it is done (or blocked again: then ``drained`` runs the rest)."""
         backlog = ws.backlog
-        while backlog and ws.waiting_on is None:
+        while backlog and ws.waiting_on is None and limit:
+            limit -= 1
             item = backlog.popleft()
             if isinstance(item, bytes | str):
                 self.receive(ws, item)
             else:
                 self._perform(ws, [item])
-        if ws.waiting_on is None:
-            ws.resume_reading()
-            if ws.idle is not None and not ws.idle.done():
-                ws.idle.set_result(None)
+        if ws.waiting_on is not None:
+            return True
+        if backlog:
+            return False
+        ws.resume_reading()
+        if ws.idle is not None and not ws.idle.done():
+            ws.idle.set_result(None)
+        return True
 
     # -- keepalive ------------------------------------------------------------------
 
