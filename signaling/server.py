@@ -725,6 +725,11 @@ class SignalingServer(HandoverMixin):
 
     def receive(self, ws: FastPathConnection, message: Message) -> None:
         """Route one message from ``ws`` (not held, nothing queued before it)."""
+        # (counted first: a refusal over the rate limit costs a turn's time too)
+        self.budget -= 1
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            ws.loop.call_soon(self._next_turn)
         if ws.may_move and self._try_handover(ws, message):
             return
         bucket = ws.bucket
@@ -742,10 +747,6 @@ class SignalingServer(HandoverMixin):
                     return
         if not self._read_at:  # the first frame of this read (the forwarding latency)
             self._read_at = _monotonic()
-        self.budget -= 1
-        if not self._turn_scheduled:
-            self._turn_scheduled = True
-            ws.loop.call_soon(self._next_turn)
         self._perform(ws, self.router.receive(ws.conn_id, message))
 
     def defer(self, ws: FastPathConnection, message: Message, light: bool = False) -> None:
