@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -188,6 +188,25 @@ async def first_offer(url: str, samples: int) -> list[float]:
     return times
 
 
+async def probe_times(url: str, samples: int) -> list[float]:
+    """Times (ms) of ``GET /healthz`` on a fresh TCP connection each, to the
+    end of the response (the server closes it)."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    times: list[float] = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 30)
+        try:
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                raise RuntimeError(f"/healthz answered {head[:40]!r}")
+            times.append((time.perf_counter() - start) * 1000)
+        finally:
+            writer.close()
+    return times
+
+
 async def setup_times(url: str, samples: int, tag: str) -> list[float]:
     """Times (ms) of whole call set-ups, one after another: an answer peer
     connects and registers (ack), then a caller connects to /offer and sends
@@ -213,10 +232,12 @@ async def setup_times(url: str, samples: int, tag: str) -> list[float]:
     return times
 
 
-def under_load(server: ServerProc, pairs: int, samples: int, tag: str) -> list[float]:
-    """:func:`setup_times` while ``relay.py``'s load generator keeps ``server``
-    busy with ``pairs`` pairs (started first; its measurement window covers
-    the set-ups)."""
+def under_load(
+    server: ServerProc, pairs: int, samples: int, tag: str
+) -> tuple[list[float], list[float]]:
+    """:func:`setup_times` and :func:`probe_times` while ``relay.py``'s load
+    generator keeps ``server`` busy with ``pairs`` pairs (started first; its
+    measurement window covers them)."""
     cfg = {
         "kind": "rtc-signal",
         "port": server.port,
@@ -237,7 +258,8 @@ def under_load(server: ServerProc, pairs: int, samples: int, tag: str) -> list[f
         time.sleep(6)  # its pairs set up and flowing (relay.py waits for every pair)
         if load.poll() is not None:
             raise RuntimeError(f"the load generator exited early ({load.returncode})")
-        return asyncio.run(setup_times(server.url, samples, tag))
+        setups = asyncio.run(setup_times(server.url, samples, tag))
+        return setups, asyncio.run(probe_times(server.url, samples))
     finally:
         load.kill()
         load.wait(timeout=10)
@@ -328,7 +350,7 @@ def main() -> None:
             p50, p90, p99 = (percentile(times, q) for q in (0.5, 0.9, 0.99))
             print(f"| {name} | {p50:.3f} | {p90:.3f} | {p99:.3f} | {len(times)} |")
         if args.setup_samples:
-            servers = {
+            servers: dict[str, Callable[[], ServerProc]] = {
                 "one process, no Redis": lambda: start_command(
                     "one", " ".join(rtc_signal_argv(*RTC_SIGNAL_BENCH_ARGS))
                 ),
@@ -341,12 +363,15 @@ def main() -> None:
                 ),
             }
             loaded: dict[str, tuple[list[float], list[float]]] = {}
+            probes: dict[str, tuple[list[float], list[float]]] = {}
             for name, start in servers.items():
                 server = start()
                 try:
                     idle = asyncio.run(setup_times(server.url, args.setup_samples, "idle"))
-                    busy = under_load(server, args.pairs, args.setup_samples, "busy")
+                    idle_probes = asyncio.run(probe_times(server.url, args.setup_samples))
+                    busy, busy_probes = under_load(server, args.pairs, args.setup_samples, "busy")
                     loaded[name] = (idle, busy)
+                    probes[name] = (idle_probes, busy_probes)
                 finally:
                     server.stop()
             print(
@@ -357,12 +382,19 @@ def main() -> None:
                 "| server | idle p50 | idle p90 | loaded p50 | loaded p90 | loaded max "
                 "| samples |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
             )
-            for name, (idle, busy) in loaded.items():
-                print(
-                    f"| {name} | {percentile(idle, 0.5):.1f} | {percentile(idle, 0.9):.1f} | "
-                    f"{percentile(busy, 0.5):.1f} | {percentile(busy, 0.9):.1f} | "
-                    f"{max(busy):.1f} | {len(busy)} |"
-                )
+            for table in (loaded, probes):
+                if table is probes:
+                    print("\n`GET /healthz` on a fresh connection (ms), the same servers:\n")
+                    print(
+                        "| server | idle p50 | idle p90 | loaded p50 | loaded p90 | loaded max "
+                        "| samples |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+                    )
+                for name, (idle, busy) in table.items():
+                    print(
+                        f"| {name} | {percentile(idle, 0.5):.1f} | {percentile(idle, 0.9):.1f} | "
+                        f"{percentile(busy, 0.5):.1f} | {percentile(busy, 0.9):.1f} | "
+                        f"{max(busy):.1f} | {len(busy)} |"
+                    )
         c = node(url, "bench-mem")
         try:
             node_bytes, redis_bytes = asyncio.run(memory(c.url, url, c.pid, args.peers))
