@@ -757,7 +757,7 @@ class SignalingServer(HandoverMixin):
         if not ws.waiting_turn:
             ws.waiting_turn = True
             (self._light if light else self._waiting).append(ws)
-            if not ws.reading_paused:
+            if not ws.reading_paused and not ws.transport.is_closing():
                 ws.reading_paused = True
                 ws.transport.pause_reading()
         if not self._turn_scheduled:

@@ -5,6 +5,10 @@ lost, duplicated or reordered on the way. Real server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 import pytest
 
 from rtc_signal.signaling.handover import client_frame
@@ -21,6 +25,20 @@ from tests.conftest import (
 )
 
 BURST = 400
+T = TypeVar("T")
+
+
+def _run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
+    """``coro`` on asyncio's loop or on uvloop (``serve``'s default), bounded."""
+    if loop == "asyncio":
+        return run(coro, timeout=60)
+    import uvloop
+
+    async def bounded() -> T:
+        async with asyncio.timeout(60):
+            return await coro
+
+    return uvloop.run(bounded())
 
 
 def _burst(source: str, target: str, count: int) -> bytes:
@@ -33,10 +51,11 @@ def _small_turns(server: SignalingServer, slice_messages: int, turn_messages: in
     server.budget = slice_messages
 
 
-def test_a_lone_offer_is_routed_before_a_burst_in_progress_ends() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_lone_offer_is_routed_before_a_burst_in_progress_ends(loop: str) -> None:
     """A caller writes 400 Offers at once; once its target sees the first ones,
     a second caller sends one Offer to the same target: it arrives well before
-    the burst's end (it waited for one turn, not for the burst)."""
+    the burst's end (it waited for one turn, not for the burst). Both loops."""
 
     async def main() -> int:
         async with running_server() as server:
@@ -57,12 +76,15 @@ def test_a_lone_offer_is_routed_before_a_burst_in_progress_ends() -> None:
                         assert (await recv_envelope(ws)).response.code == 0
                 return sources.index("lone")
 
-    position = run(main(), timeout=60)
+    position = _run_on(loop, main())
     assert position < BURST // 2, position
 
 
-@pytest.mark.parametrize("turns", [(1, 1), (3, 2), (128, 32)])
-def test_bursts_in_small_turns_lose_and_reorder_nothing(turns: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("turns", "loop"),
+    [((1, 1), "asyncio"), ((3, 2), "asyncio"), ((128, 32), "asyncio"), ((3, 2), "uvloop")],
+)
+def test_bursts_in_small_turns_lose_and_reorder_nothing(turns: tuple[int, int], loop: str) -> None:
     """Two callers' bursts to two targets, routed a few messages per turn: each
     target gets its caller's 400 Offers once each and in order, and each caller
     gets 400 acknowledgements."""
@@ -96,4 +118,4 @@ def test_bursts_in_small_turns_lose_and_reorder_nothing(turns: tuple[int, int]) 
                         assert (await recv_envelope(ws)).response.code == 0
             assert not server._waiting and not server._light
 
-    run(main(), timeout=60)
+    _run_on(loop, main())
