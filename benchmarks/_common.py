@@ -150,7 +150,7 @@ class LeanWs(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses: no isinstance)
         self.transport = cast(asyncio.Transport, transport)
-        transport.write(self._request)
+        self.transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for fut in (self.opened, self.waiter, self.lost):

@@ -51,7 +51,7 @@ from _common import (
     settle_rss,
     start_command,
 )
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -273,7 +273,7 @@ def percentile(values: list[float], q: float) -> float:
 # -- 3. memory ---------------------------------------------------------------------------
 
 
-async def register_many(url: str, count: int) -> list[object]:
+async def register_many(url: str, count: int) -> list[ClientConnection]:
     conns = []
     for i in range(count):
         ws = await connect(url + "/register", compression=None, ping_interval=None)
@@ -286,13 +286,13 @@ async def register_many(url: str, count: int) -> list[object]:
 async def memory(url: str, redis_url: str, pid: int, peers: int) -> tuple[float, float]:
     warm = await register_many(url, 20)
     for ws in warm:
-        await ws.close()  # type: ignore[attr-defined]
+        await ws.close()
     await asyncio.sleep(0.5)
     rss0, redis0 = await settle_rss(pid, 5), used_memory(redis_url)
     conns = await register_many(url, peers)
     rss1, redis1 = await settle_rss(pid, 10), used_memory(redis_url)
     for ws in conns:
-        await ws.close()  # type: ignore[attr-defined]
+        await ws.close()
     return (rss1 - rss0) * 1024 / peers, (redis1 - redis0) / peers
 
 

@@ -441,7 +441,7 @@ def main() -> None:
     for pairs in args.pairs:
         for name in names:
             key = (name, pairs)
-            ratio = ratios.get(key)
+            ratio_sample = ratios.get(key)
             use = usage[key]
             rows.append(
                 [
@@ -449,7 +449,7 @@ def main() -> None:
                     str(pairs),
                     f"{frame_bytes[name]:,} B",
                     rates[key].spread(),
-                    ratio.spread("{:.2f}x") if ratio else "-",
+                    ratio_sample.spread("{:.2f}x") if ratio_sample else "-",
                     f"{use['us'].median:.1f}",
                     f"{use['srv'].median:.0f}%",
                     f"{use['cli'].median:.0f}%",
