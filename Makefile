@@ -35,9 +35,10 @@ demo: install
 
 lint:
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check proto signaling peers examples setup.py
+	$(PY) -m ruff format --check proto signaling peers examples benchmarks setup.py
 	$(PY) -m mypy --strict $(addprefix -p ,$(PACKAGES))
 	$(PY) -m mypy --strict examples
+	$(PY) -m mypy --strict benchmarks
 
 test: install-test lint
 	$(PY) -m pytest -q

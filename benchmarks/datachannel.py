@@ -242,7 +242,10 @@ def ice_ports(c: Call) -> tuple[int, int] | None:
     """(our, their) UDP port of the call's selected ICE pair (aioice internals;
     None if they changed)."""
     try:
-        pair = c.pc.sctp.transport.transport._connection._nominated[1]
+        sctp = c.pc.sctp
+        if sctp is None:
+            return None
+        pair = sctp.transport.transport._connection._nominated[1]
         local = pair.protocol.transport.get_extra_info("sockname")
         return int(local[1]), int(pair.remote_addr[1])
     except (AttributeError, KeyError, IndexError, TypeError):

@@ -88,7 +88,8 @@ class Offerer(LeanWs):
         self.frame = b""
         self.sent_at: float | None = None
         self.latencies: list[float] = []
-        self.lost = 0
+        #: offers never acknowledged (not ``lost``: LeanWs's future of that name)
+        self.unanswered = 0
         self.errors = 0
 
     def on_frame(self, buf: bytearray, start: int, end: int) -> None:
@@ -99,7 +100,7 @@ class Offerer(LeanWs):
         if self.sent_at is not None:  # the last one never arrived
             if time.perf_counter() - self.sent_at < LOST_AFTER:
                 return
-            self.lost += 1
+            self.unanswered += 1
         self.sent_at = time.perf_counter()
         self.write(self.frame)
 
@@ -145,7 +146,7 @@ async def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     s1, m1 = cpu_seconds(server_pid), machine_busy()
     await asyncio.sleep(0.2)  # the last ones in flight
     latencies = sorted(x for o in offerers for x in o.latencies)
-    lost = sum(o.lost + (o.sent_at is not None) for o in offerers)
+    lost = sum(o.unanswered + (o.sent_at is not None) for o in offerers)
     for o in offerers:
         o.close()
     return {
@@ -199,7 +200,7 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
         assert ws.transport is not None
         while not stop.is_set() and not ws.lost.done() and time.monotonic() < deadline:
             if not ws.can_write.is_set():
-                waiters = [
+                waiters: list[asyncio.Future[Any]] = [
                     asyncio.ensure_future(ws.can_write.wait()),
                     asyncio.ensure_future(stop.wait()),
                 ]

@@ -176,8 +176,9 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         "server_cpu": (s1 - s0) / held,
         "pings": (sum(p.pings for p in peers) - pings0) / n,
     }
-    for ws in [*peers, *callers]:
-        ws.close()
+    conns: list[LeanWs] = [*peers, *callers]
+    for conn in conns:
+        conn.close()
     await asyncio.sleep(0.2)
     return result
 

@@ -53,7 +53,7 @@ async def one_run(peers: int, down: float, policy: ReconnectPolicy) -> dict[str,
                 all_back.set()
 
     answer_peers = [AnswerPeer(config, f"p{i}", registered, policy) for i in range(peers)]
-    tasks = [asyncio.create_task(p.serve(_never)) for p in answer_peers]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(p.serve(_never)) for p in answer_peers]
     try:
         await asyncio.wait_for(asyncio.gather(*(p.wait_registered(30) for p in answer_peers)), 60)
         await server.close()
