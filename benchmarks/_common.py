@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import resource
+import select
 import selectors
 import shlex
 import shutil
@@ -39,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import IO, Any, TypeVar, cast
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -514,6 +515,12 @@ def chosen_starters(args: argparse.Namespace) -> dict[str, Callable[[], ServerPr
         name, _, command = extra.partition("=")
         starters[name] = functools.partial(start_command, name, command)
     return starters
+
+
+def readline_by(stream: IO[bytes], deadline: float) -> bytes:
+    """One line from a child's pipe, or b"" at the ``time.monotonic()`` deadline."""
+    ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+    return stream.readline() if ready else b""
 
 
 def run_worker(script: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]:

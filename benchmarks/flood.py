@@ -52,6 +52,7 @@ from _common import (
     machine,
     machine_busy,
     raise_fd_limit,
+    readline_by,
     rtc_request,
     rtc_response,
     rtc_signal_argv,
@@ -193,6 +194,7 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     sent = acks = refusals = closes = 0
+    flowing = False
     deadline = time.monotonic() + cfg["max_seconds"]
     while not stop.is_set() and time.monotonic() < deadline:
         ws = await connect(lambda: Flooder(HOST, port, "/offer"), HOST, port)
@@ -213,6 +215,9 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
             ws.write(chunk)
             sent += 64
             await asyncio.sleep(0)  # let the replies be read
+            if not flowing and ws.acks + ws.refusals:
+                flowing = True
+                print("flowing", flush=True)  # the orchestrator starts the probe now
         acks, refusals = acks + ws.acks, refusals + ws.refusals
         if ws.lost.done() and not stop.is_set():
             closes += 1
@@ -252,7 +257,11 @@ def run_cell(config: tuple[str, ...], flooded: bool, args: argparse.Namespace) -
                 worker_argv("flood", cfg), stdout=subprocess.PIPE, preexec_fn=raise_fd_limit
             )
             children.append(flooder)
-            time.sleep(0.5)  # flooding before the others connect
+            # flooding before the others connect: its first replies came back
+            assert flooder.stdout is not None
+            ready = readline_by(flooder.stdout, time.monotonic() + 30)
+            if ready.strip() != b"flowing":
+                raise RuntimeError(f"the flooder did not start flooding: {ready!r}")
         probe_run = subprocess.run(
             worker_argv("probe", cfg),
             capture_output=True,

@@ -30,12 +30,11 @@ import asyncio
 import base64
 import json
 import os
-import select
 import statistics
 import subprocess
 import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,6 +53,7 @@ from _common import (
     machine,
     machine_busy,
     raise_fd_limit,
+    readline_by,
     rtc_request,
     rtc_response,
     run_worker,
@@ -268,7 +268,7 @@ def run_generators(cfg: dict[str, Any], generators: int, timeout: float) -> dict
     try:
         for proc in procs:  # each says "ready" once its pairs are connected
             assert proc.stdout is not None
-            ready = _readline(proc.stdout, deadline)
+            ready = readline_by(proc.stdout, deadline)
             if ready.strip() != b"ready":
                 raise RuntimeError(f"load generator not ready: {ready!r} {_stderr(proc)}")
         for proc in procs:
@@ -299,12 +299,6 @@ def run_generators(cfg: dict[str, Any], generators: int, timeout: float) -> dict
         "other_cpu": max(0.0, machine_cpu - server_cpu - client_cpu),
         "frame_bytes": results[0]["frame_bytes"],
     }
-
-
-def _readline(stream: IO[bytes], deadline: float) -> bytes:
-    """One line from a child's pipe, or b"" at the deadline."""
-    ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
-    return stream.readline() if ready else b""
 
 
 def _stderr(proc: subprocess.Popen[bytes]) -> str:
