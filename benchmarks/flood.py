@@ -66,6 +66,8 @@ CONFIGS = {
     "rate limit on (100/s, burst 200)": (),
 }
 ACK = rtc_response(103, 0, "ok")
+#: seconds the others' pairs may take to set up under the flood
+SETUP_BOUND = 120
 LOST_AFTER = 2.0
 
 # -- the others: paced pairs, relay latency -------------------------------------------
@@ -122,6 +124,7 @@ async def registered(cls: type[LeanWs], port: int, peer_id: str) -> Any:
 async def probe(cfg: dict[str, Any]) -> dict[str, Any]:
     port, pairs, rate = cfg["port"], cfg["pairs"], cfg["rate"]
     offerers: list[Offerer] = []
+    setup_started = time.perf_counter()
     for i in range(pairs):
         answer = await registered(Answer, port, f"other-answer-{i}")
         offerer = await connect(lambda: Offerer(HOST, port, "/offer"), HOST, port)
@@ -131,6 +134,7 @@ async def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         answer.partner = offerer
         offerers.append(offerer)
+    setup_s = time.perf_counter() - setup_started
 
     async def pace(offerer: Offerer, phase: float, until: float) -> None:
         await asyncio.sleep(phase)
@@ -156,6 +160,7 @@ async def probe(cfg: dict[str, Any]) -> dict[str, Any]:
         "errors": sum(o.errors for o in offerers),
         "server_cpu": (s1 - s0) / elapsed,
         "machine_cpu": (m1 - m0) / elapsed,
+        "setup_s": setup_s,
     }
 
 
@@ -195,6 +200,7 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     sent = acks = refusals = closes = 0
     flowing = False
+    started = time.monotonic()
     deadline = time.monotonic() + cfg["max_seconds"]
     while not stop.is_set() and time.monotonic() < deadline:
         ws = await connect(lambda: Flooder(HOST, port, "/offer"), HOST, port)
@@ -223,7 +229,14 @@ async def flood(cfg: dict[str, Any]) -> dict[str, Any]:
             closes += 1
         ws.close()
     sink.close()
-    return {"sent": sent, "acks": acks, "refusals": refusals, "closes": closes}
+    seconds = time.monotonic() - started
+    return {
+        "sent": sent,
+        "acks": acks,
+        "refusals": refusals,
+        "closes": closes,
+        "seconds": seconds,
+    }
 
 
 # -- the orchestrator -------------------------------------------------------------------
@@ -250,7 +263,9 @@ def run_cell(config: tuple[str, ...], flooded: bool, args: argparse.Namespace) -
             "rate": args.rate,
             "warmup": args.warmup,
             "duration": args.duration,
-            "max_seconds": args.warmup + args.duration + 30,
+            # (outlives the others' set-up, which a saturated server made
+            # take 30 s and more: the flood must still run in their window)
+            "max_seconds": args.warmup + args.duration + SETUP_BOUND + 30,
         }
         if flooded:
             flooder = subprocess.Popen(
@@ -265,7 +280,7 @@ def run_cell(config: tuple[str, ...], flooded: bool, args: argparse.Namespace) -
         probe_run = subprocess.run(
             worker_argv("probe", cfg),
             capture_output=True,
-            timeout=args.warmup + args.duration + 60,
+            timeout=args.warmup + args.duration + SETUP_BOUND + 60,
             check=False,
         )
         if probe_run.returncode != 0:
@@ -301,7 +316,9 @@ def main() -> None:
         print(json.dumps(asyncio.run(job(cfg))))
         return
 
-    set_deadline(60 + args.runs * len(CONFIGS) * 2 * (args.duration + args.warmup + 8))
+    set_deadline(
+        60 + args.runs * len(CONFIGS) * 2 * (args.duration + args.warmup + 8 + SETUP_BOUND)
+    )
     cells: dict[tuple[str, bool], dict[str, Sample]] = {}
     ratios: dict[tuple[str, bool], dict[str, Sample]] = {}
     started = time.monotonic()
@@ -320,13 +337,15 @@ def main() -> None:
                         "delivered": len(lat) / args.duration,
                         "lost": float(res["lost"]),
                         "server_cpu": res["server_cpu"] * 100,
+                        "setup": res["setup_s"],
                         "others_cpu": (res["machine_cpu"] - res["server_cpu"]) * 100,
                     }
                     flood_stats = res.get("flood")
                     if flood_stats:
-                        values["flood_sent"] = flood_stats["sent"] / args.duration
-                        values["flood_fwd"] = flood_stats["acks"] / args.duration
-                        values["flood_refused"] = flood_stats["refusals"] / args.duration
+                        life = flood_stats["seconds"]  # (rates over the flooder's life)
+                        values["flood_sent"] = flood_stats["sent"] / life
+                        values["flood_fwd"] = flood_stats["acks"] / life
+                        values["flood_refused"] = flood_stats["refusals"] / life
                         values["flood_closes"] = float(flood_stats["closes"])
                     cell = cells.setdefault((name, flooded), {})
                     for key, value in values.items():
@@ -340,7 +359,7 @@ def main() -> None:
                     print(
                         f"run {run + 1}/{args.runs} {name:<34} "
                         f"flooder={'yes' if flooded else 'no':<3} p50 {p50:7.2f} ms  "
-                        f"p99 {p99:7.2f} ms  lost {res['lost']}"
+                        f"p99 {p99:7.2f} ms  lost {res['lost']}  set-up {res['setup_s']:.1f} s"
                         + (
                             f"  flood sent {flood_stats['sent']:,} fwd {flood_stats['acks']:,} "
                             f"refused {flood_stats['refusals']:,} closes {flood_stats['closes']}"
@@ -378,6 +397,7 @@ def main() -> None:
                     r["p50"].spread("{:.1f}x") if r else "-",
                     r["p99"].spread("{:.1f}x") if r else "-",
                     med("lost"),
+                    med("setup", "{:.2f}"),
                     med("flood_sent"),
                     med("flood_fwd"),
                     med("flood_refused"),
@@ -397,7 +417,8 @@ def main() -> None:
                 "p50 vs none",
                 "p99 vs none",
                 "lost",
-                "flood sent/s",
+                "others set-up s",
+                "flood sent/s (its life)",
                 "forwarded/s",
                 "refused/s",
                 "closed",
