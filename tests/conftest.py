@@ -62,13 +62,21 @@ sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 # -- asyncio -------------------------------------------------------------------
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = RUN_TIMEOUT) -> T:
-    """Run ``coro`` in a fresh event loop; fail if it takes longer than ``timeout``."""
+def run(coro: Coroutine[Any, Any, T], timeout: float = RUN_TIMEOUT, loop: str = "asyncio") -> T:
+    """Run ``coro`` in a fresh event loop; fail if it takes longer than ``timeout``.
+
+    ``loop``: ``"asyncio"``, or ``"uvloop"``, what ``serve`` runs by default
+    (its transports and sockets are not asyncio's)."""
 
     async def bounded() -> T:
         async with asyncio.timeout(timeout):
             return await coro
 
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(bounded())
+    assert loop == "asyncio", loop
     return asyncio.run(bounded())
 
 

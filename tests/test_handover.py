@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -62,21 +62,6 @@ async def linked_nodes(
         ) as n2,
     ):
         yield n1, n2
-
-
-def run_on(loop: str, coro: Coroutine[Any, Any, None]) -> None:
-    """``run`` on asyncio, or on uvloop (what ``serve`` runs by default: its
-    transports and sockets are not asyncio's)."""
-    if loop == "asyncio":
-        run(coro)
-        return
-    import uvloop
-
-    async def bounded() -> None:
-        async with asyncio.timeout(60):
-            await coro
-
-    uvloop.run(bounded())
 
 
 async def relayed(sender: Any, receiver: Any, frame: bytes, reply: Command) -> None:
@@ -161,7 +146,7 @@ def test_an_offer_connection_moves_to_the_worker_of_its_target(
             assert value(await scrape(n1.url), name, direction="out") == 1
             assert value(await scrape(n2.url), name, direction="in") == 1
 
-    run_on(loop, scenario())
+    run(scenario(), loop=loop)
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -190,7 +175,7 @@ def test_frames_sent_together_with_the_first_offer_all_arrive_in_order(
             await no_frame(alice)
             assert moved(n1) == (1, 0)
 
-    run_on(loop, scenario())
+    run(scenario(), loop=loop)
 
 
 def test_a_token_grant_moves_with_the_connection(redis_server: RedisServer) -> None:

@@ -122,16 +122,7 @@ def test_per_ip_limit_refuses_one_address_while_another_connects(loop: str) -> N
                     reopened = True
             return refused, registered, reopened
 
-    if loop == "uvloop":
-        import uvloop
-
-        async def bounded() -> tuple[bytes, list[str], bool]:
-            async with asyncio.timeout(60):
-                return await main()
-
-        refused, registered, reopened = uvloop.run(bounded())
-    else:
-        refused, registered, reopened = run(main(), timeout=60)
+    refused, registered, reopened = run(main(), timeout=60, loop=loop)
     assert refused.startswith(b"HTTP/1.1 503 "), refused
     assert b"too many connections from your address" in refused
     assert registered == ["canary"]

@@ -5,10 +5,6 @@ lost, duplicated or reordered on the way. Real server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
 import pytest
 
 from rtc_signal.signaling.handover import client_frame
@@ -25,20 +21,6 @@ from tests.conftest import (
 )
 
 BURST = 400
-T = TypeVar("T")
-
-
-def _run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
-    """``coro`` on asyncio's loop or on uvloop (``serve``'s default), bounded."""
-    if loop == "asyncio":
-        return run(coro, timeout=60)
-    import uvloop
-
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await coro
-
-    return uvloop.run(bounded())
 
 
 def _burst(source: str, target: str, count: int) -> bytes:
@@ -76,7 +58,7 @@ def test_a_lone_offer_is_routed_before_a_burst_in_progress_ends(loop: str) -> No
                         assert (await recv_envelope(ws)).response.code == 0
                 return sources.index("lone")
 
-    position = _run_on(loop, main())
+    position = run(main(), timeout=60, loop=loop)
     assert position < BURST // 2, position
 
 
@@ -118,4 +100,4 @@ def test_bursts_in_small_turns_lose_and_reorder_nothing(turns: tuple[int, int], 
                         assert (await recv_envelope(ws)).response.code == 0
             assert not server._waiting and not server._light
 
-    _run_on(loop, main())
+    run(main(), timeout=60, loop=loop)
