@@ -427,7 +427,12 @@ class FastPathConnection(ServerConnection):
         else:
             backlog.append(item)
         high = self.max_queue_high
-        if high is not None and len(backlog) > high and not self.reading_paused:
+        if high is not None and len(backlog) > high:
+            self.stop_reading()
+
+    def stop_reading(self) -> None:
+        """Pause reading until the backlog is routed (:meth:`resume_reading`)."""
+        if not self.reading_paused and not self.transport.is_closing():
             self.reading_paused = True
             self.transport.pause_reading()
 

@@ -728,8 +728,7 @@ class SignalingServer(HandoverMixin):
         # (counted first: a refusal over the rate limit costs a turn's time too)
         self.budget -= 1
         if not self._turn_scheduled:
-            self._turn_scheduled = True
-            ws.loop.call_soon(self._next_turn)
+            self._schedule_turn()
         if ws.may_move and self._try_handover(ws, message):
             return
         bucket = ws.bucket
@@ -757,12 +756,14 @@ class SignalingServer(HandoverMixin):
         if not ws.waiting_turn:
             ws.waiting_turn = True
             (self._light if light else self._waiting).append(ws)
-            if not ws.reading_paused and not ws.transport.is_closing():
-                ws.reading_paused = True
-                ws.transport.pause_reading()
+            ws.stop_reading()
         if not self._turn_scheduled:
-            self._turn_scheduled = True
-            ws.loop.call_soon(self._next_turn)
+            self._schedule_turn()
+
+    def _schedule_turn(self) -> None:
+        """Start a new turn (a fresh budget) at the event loop's next turn."""
+        self._turn_scheduled = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         """A new turn of the loop: a fresh budget, spent first on the
@@ -778,8 +779,7 @@ class SignalingServer(HandoverMixin):
             self._take_turn(waiting.popleft())
         self.flush()
         if (light or waiting) and not self._turn_scheduled:
-            self._turn_scheduled = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
+            self._schedule_turn()
 
     def _take_turn(self, ws: FastPathConnection) -> None:
         """Route up to ``turn_messages`` of ``ws``'s backlog; if more wait, it
