@@ -51,6 +51,7 @@ from _common import (
     settle_rss,
     start_command,
 )
+from relay import worker_config
 from websockets.asyncio.client import ClientConnection, connect
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -238,17 +239,9 @@ def under_load(
     """:func:`setup_times` and :func:`probe_times` while ``relay.py``'s load
     generator keeps ``server`` busy with ``pairs`` pairs (started first; its
     measurement window covers them)."""
-    cfg = {
-        "kind": "rtc-signal",
-        "port": server.port,
-        "server_pid": server.pid,
-        "pairs": pairs,
-        "window": 32,
-        "warmup": 0.5,
-        "duration": 60.0,
-        "tag": f"load-{tag}",
-        "loop": "uvloop",
-    }
+    cfg = worker_config(
+        "rtc-signal", server, pairs, window=32, warmup=0.5, duration=60.0, tag=f"load-{tag}"
+    )
     load = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "relay.py"), "--worker", json.dumps(cfg)],
         stdout=subprocess.DEVNULL,

@@ -307,6 +307,34 @@ def _stderr(proc: subprocess.Popen[bytes]) -> str:
     return err.decode(errors="replace")[-3000:]
 
 
+def worker_config(
+    kind: str,
+    server: ServerProc,
+    pairs: int,
+    *,
+    window: int,
+    warmup: float,
+    duration: float,
+    tag: str,
+    loop: str = "uvloop",
+) -> dict[str, Any]:
+    """What ``relay.py --worker`` (one load generator) reads: ``kind`` of
+    server (its protocol), ``pairs`` pairs with ``window`` frames in flight
+    each, IDs made unique by ``tag``, measured for ``duration`` s after
+    ``warmup`` once every pair flows, on event loop ``loop``."""
+    return {
+        "kind": kind,
+        "port": server.port,
+        "server_pid": server.pid,
+        "pairs": pairs,
+        "window": window,
+        "warmup": warmup,
+        "duration": duration,
+        "tag": tag,
+        "loop": loop,
+    }
+
+
 # -- the orchestrator ---------------------------------------------------------------
 
 
@@ -374,17 +402,16 @@ def main() -> None:
                 shift = run % len(names)  # rotate: no server always goes first
                 for name in names[shift:] + names[:shift]:
                     server = servers[name]
-                    cfg = {
-                        "kind": name,
-                        "port": server.port,
-                        "server_pid": server.pid,
-                        "pairs": pairs,
-                        "window": args.window,
-                        "warmup": args.warmup,
-                        "duration": args.duration,
-                        "tag": f"r{run}p{pairs}",
-                        "loop": args.loadgen_loop,
-                    }
+                    cfg = worker_config(
+                        name,
+                        server,
+                        pairs,
+                        window=args.window,
+                        warmup=args.warmup,
+                        duration=args.duration,
+                        tag=f"r{run}p{pairs}",
+                        loop=args.loadgen_loop,
+                    )
                     try:
                         if args.generators > 1:
                             res = run_generators(cfg, args.generators, timeout=per_run + 60)
