@@ -75,12 +75,8 @@ class SiblingLinks:
     def close(self) -> None:
         """Stop: the handovers still awaiting a reply count as taken (their
         sockets may be the siblings' now)."""
-        for sock in self._socks.values():
-            if self._loop is not None:
-                with contextlib.suppress(Exception):
-                    self._loop.remove_reader(sock.fileno())
-            sock.close()
-        self._socks.clear()
+        for node, sock in list(self._socks.items()):
+            self._drop(node, sock)
         pending, self._pending = self._pending, {}
         for done, timer in pending.values():
             timer.cancel()
@@ -138,9 +134,7 @@ class SiblingLinks:
                 self._handle(sock, message, fds)
             except Exception:  # a bug must not stop the link
                 log.exception("handling a message from worker %s failed", node)
-                for fd in fds:
-                    with contextlib.suppress(OSError):
-                        socket.socket(fileno=fd).close()
+                _close_fds(fds)
 
     def _handle(self, sock: socket.socket, message: bytes, fds: list[int]) -> None:
         decoded = decode(message)
@@ -157,8 +151,7 @@ class SiblingLinks:
             taken = self._on_handover(decoded, conn)
             if not taken:
                 conn.close()
-        for fd in fds:  # (none normally)
-            socket.socket(fileno=fd).close()
+        _close_fds(fds)  # (none normally)
         try:
             sock.send(encode_reply(decoded.seq, taken))
         except OSError as exc:  # the sibling times out and drops its copy
@@ -170,3 +163,10 @@ class SiblingLinks:
                 self._loop.remove_reader(sock.fileno())
         sock.close()
         self._socks.pop(node, None)
+
+
+def _close_fds(fds: list[int]) -> None:
+    """Close file descriptors received with a link message and not taken."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            socket.socket(fileno=fd).close()
