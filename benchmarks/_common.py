@@ -532,11 +532,15 @@ def run_worker(script: str, cfg: dict[str, Any], timeout: float) -> dict[str, An
         preexec_fn=raise_fd_limit,
         check=False,
     )
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"worker failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-3000:]}"
-        )
+    return worker_result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def worker_result(returncode: int, out: bytes, err: bytes) -> dict[str, Any]:
+    """A load generator's result: the JSON of its last line of output
+    (RuntimeError with its stderr if it failed or printed nothing)."""
+    lines = out.decode(errors="replace").strip().splitlines()
+    if returncode != 0 or not lines:
+        raise RuntimeError(f"worker failed ({returncode}): {err.decode(errors='replace')[-3000:]}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 

@@ -59,6 +59,7 @@ from _common import (
     run_worker,
     set_deadline,
     table,
+    worker_result,
 )
 
 # -- the load generator (runs in its own process) --------------------------------
@@ -278,12 +279,7 @@ def run_generators(cfg: dict[str, Any], generators: int, timeout: float) -> dict
         results = []
         for proc in procs:
             out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            lines = out.decode(errors="replace").strip().splitlines()
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(
-                    f"worker failed ({proc.returncode}): {err.decode(errors='replace')[-3000:]}"
-                )
-            results.append(json.loads(lines[-1]))
+            results.append(worker_result(proc.returncode, out, err))
     finally:
         for proc in procs:
             if proc.poll() is None:
